@@ -1,0 +1,339 @@
+"""The `probe` command: a thin click shell over plan, runner, store and show.
+
+Every error a volunteer can cause or meet (bad targets, unreachable control helper, a
+corrupt or newer database) ends as one line on stderr and exit code 2, never a
+traceback. Ctrl-C stops cleanly (exit 130) and says how to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import __version__, store
+from .dns import format_hostport, is_ip, split_hostport, system_resolvers
+from .measure import ProbeConfig
+from .plan import (
+    DEFAULT_DOH,
+    NothingToResume,
+    PlanError,
+    config_from_json,
+    notice,
+    parse_duration,
+    plan_new_run,
+    resume_plan,
+)
+from .store import StoreError
+from .targets import TargetError, filter_targets, load_targets
+
+DEFAULT_DB = Path("results") / "probe.db"
+DEFAULT_TARGETS = Path("targets.txt")
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def open_db_or_fail(path: Path, create: bool = True):
+    try:
+        return store.open_db(path, create=create)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _resolver_list(values: tuple[str, ...]) -> list[str]:
+    out = []
+    for v in values:
+        try:
+            host, port = split_hostport(v)
+        except ValueError:
+            fail(f"invalid --resolver {v!r} (use IP or IP:PORT)")
+        if not is_ip(host) or not 0 < port < 65536:
+            fail(f"invalid --resolver {v!r} (use IP or IP:PORT)")
+        out.append(format_hostport(host, port))
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="probe")
+def main() -> None:
+    """Measure whether, and exactly how, websites are blocked from your network.
+
+    Start with `probe run --list` to see what would be measured, then `probe run`.
+    """
+
+
+@main.command()
+@click.option("--targets", "targets_path", type=click.Path(path_type=Path), default=None,
+              help="Target list: one URL per line (optional category and note), or a Citizen Lab CSV. [default: targets.txt]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+              help="SQLite database the results go into.")
+@click.option("--control", "control_url", default=None, metavar="URL",
+              help="Control helper (`probe control serve`) on an uncensored network. Without one, verdicts are weaker.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="URLs measured at the same time.")
+@click.option("--max-runtime", default=None, metavar="DURATION",
+              help="Stop after this long (e.g. 10m); URLs in flight are left for --resume.")
+@click.option("--resume", is_flag=True, help="Continue the last interrupted run with the targets it has not measured.")
+@click.option("--run-id", default=None, help="With --resume: the run to continue (default: the latest unfinished).")
+@click.option("--list", "list_only", is_flag=True, help="Show what would be measured, and stop.")
+@click.option("--exclude-category", multiple=True, metavar="CODE",
+              help="Skip targets of this Citizen Lab category (repeatable), e.g. --exclude-category PORN.")
+@click.option("--skip-invalid", is_flag=True, help="Skip bad lines of the target list with a warning instead of stopping.")
+@click.option("--resolver", multiple=True, metavar="IP[:PORT]",
+              help="Resolver for the direct UDP queries (repeatable). [default: those of /etc/resolv.conf]")
+@click.option("--system-resolver/--no-system-resolver", default=True, show_default=True,
+              help="Also resolve with getaddrinfo, as a browser does. Turn off only in tests and labs.")
+@click.option("--doh", "doh_url", default=DEFAULT_DOH, show_default=True, metavar="URL",
+              help="DNS-over-HTTPS resolver used as a further control; turned off for the run when unreachable.")
+@click.option("--no-doh", is_flag=True, help="Do not use DNS-over-HTTPS.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Extra CA certificates to trust (PEM), besides the system store and SSL_CERT_FILE.")
+@click.option("--cc", default=None, help="Country code of this network, e.g. BY (else looked up when possible).")
+@click.option("--asn", default=None, help="ASN of this network, e.g. AS6697 (else looked up when possible).")
+@click.option("--no-vantage-lookup", is_flag=True, help="Do not look up this network's country and ASN.")
+@click.option("--store-ip", is_flag=True, help="Store your public IP address with the run (off by default, for your safety).")
+@click.option("--json", "json_logs", is_flag=True, help="JSON lines on stdout, one event per line, for automation.")
+@click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
+              help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
+def run(
+    targets_path: Path | None,
+    db_path: Path,
+    control_url: str | None,
+    concurrency: int,
+    max_runtime: str | None,
+    resume: bool,
+    run_id: str | None,
+    list_only: bool,
+    exclude_category: tuple[str, ...],
+    skip_invalid: bool,
+    resolver: tuple[str, ...],
+    system_resolver: bool,
+    doh_url: str,
+    no_doh: bool,
+    ca_file: str | None,
+    cc: str | None,
+    asn: str | None,
+    no_vantage_lookup: bool,
+    store_ip: bool,
+    json_logs: bool,
+    timeout_scale: float,
+) -> None:
+    """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
+    runtime = parse_or_fail(max_runtime)
+    if resume:
+        if targets_path is not None or list_only:
+            fail("--resume continues a stored run; it takes no --targets or --list")
+        _resume(db_path, run_id, control_url, concurrency, runtime, json_logs)
+        return
+
+    path = targets_path or DEFAULT_TARGETS
+    warnings: list[str] = []
+    try:
+        targets = load_targets(path, skip_invalid=skip_invalid, warn=warnings.append)
+    except TargetError as exc:
+        fail(str(exc))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    targets = filter_targets(targets, exclude_category)
+    if list_only:
+        _print_list(targets, json_logs)
+        return
+    if not targets:
+        fail(f"{path}: no targets to measure" + (" after --exclude-category" if exclude_category else ""))
+
+    scale = timeout_scale
+    base = ProbeConfig()
+    config = ProbeConfig(
+        dns_timeout=base.dns_timeout * scale,
+        tcp_timeout=base.tcp_timeout * scale,
+        tls_timeout=base.tls_timeout * scale,
+        http_timeout=base.http_timeout * scale,
+        control_timeout=base.control_timeout * scale,
+        resolvers=_resolver_list(resolver) if resolver else system_resolvers(),
+        system_resolver=system_resolver,
+        ca_file=ca_file,
+    )
+    db = open_db_or_fail(db_path)
+    try:
+        plan = asyncio.run(
+            plan_new_run(
+                targets_path=path,
+                target_count=len(targets),
+                config=config,
+                control_url=control_url,
+                doh_url=None if no_doh else doh_url,
+                cc=cc,
+                asn=asn,
+                lookup=not no_vantage_lookup,
+                store_ip=store_ip,
+            )
+        )
+    except PlanError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("stopped before the run started", EXIT_INTERRUPTED)
+    text = notice(plan, len(targets), db_path, store_ip)
+    if json_logs:
+        click.echo(json.dumps({"event": "notice", "text": text, "run_id": plan.run["run_id"]}, ensure_ascii=False))
+    else:
+        click.echo(text, err=True)
+    store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
+    _execute(db, db_path, plan.run, plan.config, control_url, concurrency, runtime, json_logs)
+
+
+def parse_or_fail(max_runtime: str | None) -> float | None:
+    if max_runtime is None:
+        return None
+    try:
+        return parse_duration(max_runtime)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+def _print_list(targets, json_logs: bool) -> None:
+    if json_logs:
+        for t in targets:
+            click.echo(json.dumps({"url": t.url, "category": t.category, "note": t.note}, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(targets)} targets would be measured")
+    table.add_column("#", justify="right")
+    table.add_column("url")
+    table.add_column("category")
+    table.add_column("note")
+    for i, t in enumerate(targets, 1):
+        table.add_row(str(i), t.url, t.category or "", t.note or "")
+    Console().print(table)
+
+
+def _resume(db_path: Path, run_id: str | None, control_url: str | None, concurrency: int,
+            runtime: float | None, json_logs: bool) -> None:
+    if not db_path.exists():
+        fail(f"{db_path}: no such database; nothing to resume")
+    db = open_db_or_fail(db_path, create=False)
+    try:
+        run_row = resume_plan(db, run_id)
+    except NothingToResume as exc:
+        click.echo(str(exc), err=True)
+        return
+    except PlanError as exc:
+        fail(str(exc))
+    config = config_from_json(run_row["config"])
+    control = control_url or run_row["control_url"]
+    if control:
+        from .plan import check_control
+
+        try:
+            asyncio.run(check_control(control, config.ca_file))
+        except PlanError as exc:
+            fail(str(exc))
+    left = store.count_targets(db, run_row["run_id"])
+    msg = f"resuming run {run_row['run_id'][:8]}: {left['pending'] + left['not_measured']} targets left"
+    if json_logs:
+        click.echo(json.dumps({"event": "resume", "run_id": run_row["run_id"], "text": msg}))
+    else:
+        click.echo(msg, err=True)
+    store.set_run_status(db, run_row["run_id"], "running", finished=False)
+    _execute(db, db_path, run_row, config, control, concurrency, runtime, json_logs)
+
+
+def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, control_url: str | None,
+             concurrency: int, runtime: float | None, json_logs: bool) -> None:
+    from analysis.hints import quick_anomaly
+
+    from .progress import JsonReporter, PlainReporter, RichReporter
+    from .runner import run_targets
+
+    if json_logs:
+        reporter = JsonReporter(quick_anomaly)
+    elif sys.stderr.isatty():
+        reporter = RichReporter(quick_anomaly)
+    else:
+        reporter = PlainReporter(quick_anomaly)
+
+    async def go():
+        if control_url:
+            from .control import ControlClient
+            from .tls import make_ssl_context
+
+            async with ControlClient(control_url, timeout=config.control_timeout,
+                                     ssl_context=make_ssl_context(config.ca_file)) as client:
+                return await run_targets(db, run_row["run_id"], config, control=client,
+                                         concurrency=concurrency, reporter=reporter, max_runtime=runtime)
+        return await run_targets(db, run_row["run_id"], config, control=None,
+                                 concurrency=concurrency, reporter=reporter, max_runtime=runtime)
+
+    try:
+        summary = asyncio.run(go())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before handlers were installed
+        store.set_run_status(db, run_row["run_id"], "interrupted")
+        click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    resume_hint = f"probe run --resume --db {db_path}"
+    if not json_logs:
+        line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"
+                f" in {summary.elapsed_s:.1f}s, {reporter.anomalies} with anomalies")
+        if summary.not_measured:
+            line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
+        click.echo(line, err=True)
+        click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
+    if summary.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@main.command()
+@click.argument("ref", required=False)
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--run", "run_id", default=None, help="Look in this run only.")
+@click.option("--json", "as_json", is_flag=True, help="The raw evidence as JSON.")
+def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> None:
+    """List runs, or show the raw evidence of one URL (its latest measurement) or measurement id."""
+    if not db_path.exists():
+        fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+    db = open_db_or_fail(db_path, create=False)
+    console = Console()
+    if ref is None:
+        runs = store.list_runs(db)
+        if as_json:
+            click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+        elif not runs:
+            click.echo("no runs yet")
+        else:
+            from .show import runs_table
+
+            console.print(runs_table(runs))
+        return
+    mid = store.find_measurement_id(db, ref, run_id)
+    if mid is None:
+        fail(f"no measurement of {ref!r} in {db_path}")
+    m = store.read_measurement(db, mid)
+    if as_json:
+        for side in ("local", "control"):
+            for h in m[side]["http"]:
+                h["body_head"] = store.body_head(h["body_head"]).decode("utf-8", "replace") if h["body_head"] else None
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False, default=str))
+        return
+    from .show import measurement_tree
+
+    console.print(measurement_tree(m))
+
+
+def _attach_optional_groups() -> None:
+    from .cli_control import control_group
+    from .cli_targets import targets_group
+
+    main.add_command(targets_group)
+    main.add_command(control_group)
+
+
+_attach_optional_groups()

@@ -1,0 +1,254 @@
+"""One URL, every step: DNS, then TCP and TLS to every address, HTTP, and the control.
+
+This module sequences the steps and collects their records; it decides nothing. Steps
+that do not depend on each other run concurrently (all DNS queries; all connects; the
+control query alongside everything after DNS), each under its own timeout, so a URL
+costs about one timeout of its slowest step rather than the sum of all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from yarl import URL
+
+from . import dns as dnsstep
+from . import failures as F
+from .http import AddressGuard, FetchOptions, fetch_http, fetch_http_fallback, new_session
+from .records import ControlResult, HttpRequest, Measurement, Stopwatch, TcpConnect, TlsHandshake
+from .tcp import tcp_connect
+from .tls import make_ssl_context, tls_handshake
+
+# Failures right after our ClientHello, before any server byte, after which a benign
+# SNI is tried on the same address: that is what SNI filtering looks like. A server
+# that answered (bad certificate, garbage) is not retried.
+SNI_RETRY_FAILURES = {F.CONNECTION_RESET, F.EOF, F.GENERIC_TIMEOUT, F.SSL_HANDSHAKE_FAILURE}
+
+
+@dataclass
+class ProbeConfig:
+    """Everything that shapes a measurement. Defaults suit a home connection."""
+
+    dns_timeout: float = 4.0  # OONI's per-lookup timeout
+    tcp_timeout: float = 5.0
+    tls_timeout: float = 8.0
+    http_timeout: float = 15.0
+    control_timeout: float = 30.0
+    resolvers: list[str] = field(default_factory=dnsstep.system_resolvers)
+    system_resolver: bool = True
+    doh_url: str | None = None
+    dns_late_window: float = 1.0  # listen this long for a second, racing reply
+    per_family: int = 4
+    ports: tuple[int, ...] = (80, 443)
+    max_redirects: int = 10
+    body_cap: int = 2 * 1024 * 1024
+    body_keep: int = 64 * 1024
+    ca_file: str | None = None
+    control_sni: str | None = "example.com"
+    http_fallback_port: int = 80
+    http_fallback: bool = True
+
+    def fetch_options(self) -> FetchOptions:
+        return FetchOptions(
+            timeout=self.http_timeout,
+            connect_timeout=self.tcp_timeout,
+            max_redirects=self.max_redirects,
+            body_cap=self.body_cap,
+            body_keep=self.body_keep,
+        )
+
+
+class Control(Protocol):
+    async def measure(self, url: str, addresses: list[str]) -> ControlResult: ...
+
+
+@dataclass
+class Contexts:
+    """TLS contexts are costly to build (they load the trust store): build once per run."""
+
+    verify: ssl.SSLContext
+    capture: ssl.SSLContext
+
+    @classmethod
+    def for_config(cls, config: ProbeConfig) -> Contexts:
+        return cls(make_ssl_context(config.ca_file), make_ssl_context(verify=False))
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    u = URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ValueError(f"not an http(s) URL: {url}")
+    return u.scheme, u.host.strip("[]").lower(), u.port or (443 if u.scheme == "https" else 80)
+
+
+async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[asyncio.Task]):
+    """Every DNS query for the name, concurrently."""
+    if dnsstep.is_ip(hostname):
+        return []
+    jobs = []
+    if config.system_resolver:
+        jobs.append(dnsstep.resolve_system(hostname, timeout=config.dns_timeout))
+    for resolver in config.resolvers:
+        for qtype in ("A", "AAAA"):
+            jobs.append(
+                dnsstep.resolve_udp(
+                    hostname,
+                    qtype,
+                    resolver,
+                    timeout=config.dns_timeout,
+                    late_window=config.dns_late_window,
+                    late_tasks=late_tasks,
+                )
+            )
+    if config.doh_url and session is not None:
+        for qtype in ("A", "AAAA"):
+            jobs.append(dnsstep.resolve_doh(hostname, qtype, config.doh_url, session, timeout=config.dns_timeout))
+    return list(await asyncio.gather(*jobs))
+
+
+async def run_connects(
+    addresses: list[str], ports: list[int], config: ProbeConfig, guard: AddressGuard | None = None
+) -> list[TcpConnect]:
+    jobs = []
+    for ip in addresses:
+        for port in ports:
+            if guard is not None and not guard(ip):
+                sw = Stopwatch()
+                jobs.append(_const(TcpConnect(ip, port, sw.started_at, 0.0, False, F.REFUSED_ADDRESS)))
+            else:
+                jobs.append(tcp_connect(ip, port, timeout=config.tcp_timeout))
+    return list(await asyncio.gather(*jobs))
+
+
+async def _const(value):
+    return value
+
+
+async def run_handshakes(
+    hostname: str,
+    tls_ports: list[int],
+    connects: list[TcpConnect],
+    config: ProbeConfig,
+    contexts: Contexts,
+    *,
+    sni_retry: bool = True,
+) -> list[TlsHandshake]:
+    """A handshake on every address whose TCP connect to a TLS port succeeded; after a
+    failure that looks like SNI filtering, the same address with a benign SNI."""
+    reachable = [(c.ip, c.port) for c in connects if c.success and c.port in tls_ports]
+
+    async def one(ip: str, port: int) -> list[TlsHandshake]:
+        first = await tls_handshake(
+            ip,
+            port,
+            hostname,
+            timeout=config.tls_timeout,
+            context=contexts.verify,
+            capture_context=contexts.capture,
+        )
+        out = [first]
+        if (
+            sni_retry
+            and config.control_sni
+            and config.control_sni != hostname
+            and first.failure in SNI_RETRY_FAILURES
+            and first.failure_stage == "after_client_hello"
+        ):
+            out.append(
+                await tls_handshake(
+                    ip,
+                    port,
+                    config.control_sni,
+                    timeout=config.tls_timeout,
+                    context=contexts.capture,  # only "does it handshake", not validity
+                    sni_role="control",
+                )
+            )
+        return out
+
+    results = await asyncio.gather(*(one(ip, port) for ip, port in reachable))
+    return [h for group in results for h in group]
+
+
+def ports_for(scheme: str, port: int, config: ProbeConfig) -> tuple[list[int], list[int]]:
+    """(TCP ports, TLS ports): the URL's port plus 80 and 443; TLS on 443 and on the
+    URL's port when the URL is https."""
+    tcp_ports = [port] + [p for p in config.ports if p != port]
+    tls_ports = [443] if 443 in tcp_ports else []
+    if scheme == "https" and port not in tls_ports:
+        tls_ports.insert(0, port)
+    return tcp_ports, tls_ports
+
+
+async def measure_url(
+    url: str,
+    config: ProbeConfig,
+    *,
+    contexts: Contexts | None = None,
+    control: Control | None = None,
+    category: str | None = None,
+) -> Measurement:
+    """Measure one URL from here, and ask the control for the same. Never raises for a
+    network failure; every failure is a field of the returned Measurement."""
+    contexts = contexts or Contexts.for_config(config)
+    scheme, hostname, port = split_url(url)
+    sw = Stopwatch()
+    m = Measurement(url=url, hostname=hostname, scheme=scheme, port=port, started_at=sw.started_at, category=category)
+    opts = config.fetch_options()
+    late_tasks: list[asyncio.Task] = []
+    control_task: asyncio.Task | None = None
+    try:
+        # The DoH query rides on an unpinned session; the page fetch gets its own below.
+        doh_session = new_session({}, contexts.verify, opts) if config.doh_url else None
+        try:
+            m.dns = await run_dns(hostname, config, doh_session, late_tasks)
+        finally:
+            if doh_session is not None:
+                await doh_session.close()
+        if dnsstep.is_ip(hostname):
+            m.addresses = [hostname]
+            browser = [hostname]
+        else:
+            m.addresses = dnsstep.collect_addresses(m.dns, config.per_family)
+            browser = dnsstep.browser_addresses(m.dns)
+
+        if control is not None:
+            control_task = asyncio.ensure_future(control.measure(url, m.addresses))
+
+        tcp_ports, tls_ports = ports_for(scheme, port, config)
+        m.tcp = await run_connects(m.addresses, tcp_ports, config)
+        m.tls = await run_handshakes(hostname, tls_ports, m.tcp, config, contexts)
+
+        session = new_session({hostname: browser}, contexts.verify, opts)
+        try:
+            if browser:
+                m.http = await fetch_http(session, url, opts)
+            else:
+                fail = HttpRequest(url, "main", 0, Stopwatch().started_at, 0.0, failure=F.NO_ADDRESSES)
+                m.http = [fail]
+            first = m.http[0]
+            if scheme == "https" and first.status is None and config.http_fallback:
+                m.http += await asyncio.gather(
+                    *(
+                        fetch_http_fallback(session, hostname, ip, opts, config.http_fallback_port)
+                        for ip in m.addresses
+                    )
+                )
+        finally:
+            await session.close()
+
+        if control_task is not None:
+            m.control = await control_task
+        if late_tasks:
+            await asyncio.gather(*late_tasks, return_exceptions=True)
+    except BaseException:
+        for t in [control_task, *late_tasks]:
+            if t is not None:
+                t.cancel()
+        raise
+    m.finished_at = Stopwatch().started_at
+    m.duration_ms = sw.ms()
+    return m

@@ -1,0 +1,139 @@
+"""A run: measure every pending target of a run with bounded concurrency, store each as
+it finishes, stop on time.
+
+Targets are paged from the database (not held in memory) and fed to a fixed pool of
+workers, so memory stays flat however long the list is. ``--max-runtime`` is a hard
+deadline: when it passes, URLs still in flight are cancelled, marked ``not_measured`` and
+left for ``--resume`` (OONI lets them finish and overruns; volunteers asked for better).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlite_utils
+
+from . import store
+from .measure import Contexts, Control, ProbeConfig, measure_url
+from .records import Measurement
+
+
+class Reporter(Protocol):
+    def started(self, total: int, already_done: int) -> None: ...
+    def measured(self, m: Measurement) -> None: ...
+    def cancelled(self, url: str) -> None: ...
+    def finished(self, summary: RunSummary) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    measured: int = 0
+    not_measured: int = 0
+    status: str = "finished"  # finished | interrupted | timed_out
+    elapsed_s: float = 0.0
+    cancelled_urls: list[str] = field(default_factory=list)
+
+
+def _paged_targets(db: sqlite_utils.Database, run_id: str, page: int = 200) -> Iterator[store.RunTarget]:
+    """Pending targets in list order, a page at a time (keyset on position)."""
+    last = -1
+    while True:
+        rows = list(
+            db.query(
+                "select position, url, category, note from run_targets "
+                "where run_id = ? and status != 'done' and position > ? order by position limit ?",
+                [run_id, last, page],
+            )
+        )
+        if not rows:
+            return
+        for row in rows:
+            yield store.RunTarget(row["url"], row["category"], row["note"])
+        last = rows[-1]["position"]
+
+
+async def run_targets(
+    db: sqlite_utils.Database,
+    run_id: str,
+    config: ProbeConfig,
+    *,
+    control: Control | None,
+    concurrency: int,
+    reporter: Reporter,
+    max_runtime: float | None = None,
+    install_signal_handlers: bool = True,
+) -> RunSummary:
+    """Measure the run's pending targets; returns when all are done or time is up."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    contexts = Contexts.for_config(config)
+    summary = RunSummary(run_id)
+    counts = store.count_targets(db, run_id)
+    reporter.started(total=sum(counts.values()), already_done=counts["done"])
+
+    targets = _paged_targets(db, run_id)
+    in_flight: dict[asyncio.Task, str] = {}
+    stop = asyncio.Event()
+
+    def request_stop(status: str) -> None:
+        if not stop.is_set():
+            summary.status = status
+            stop.set()
+            for task in list(in_flight):
+                task.cancel()
+
+    handlers: list[int] = []
+    if install_signal_handlers:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, request_stop, "interrupted")
+                handlers.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+    timer = loop.call_later(max_runtime, request_stop, "timed_out") if max_runtime else None
+
+    async def worker() -> None:
+        while not stop.is_set():
+            target = next(targets, None)
+            if target is None:
+                return
+            task = asyncio.ensure_future(
+                measure_url(target.url, config, contexts=contexts, control=control, category=target.category)
+            )
+            in_flight[task] = target.url
+            try:
+                m = await task
+            except asyncio.CancelledError:
+                summary.cancelled_urls.append(target.url)
+                reporter.cancelled(target.url)
+                if not stop.is_set():
+                    raise
+                return
+            finally:
+                in_flight.pop(task, None)
+            store.save_measurement(db, run_id, m)
+            summary.measured += 1
+            reporter.measured(m)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
+    if summary.cancelled_urls:
+        store.mark_not_measured(db, run_id, summary.cancelled_urls)
+    left = store.count_targets(db, run_id)
+    summary.not_measured = left["pending"] + left["not_measured"]
+    if summary.status == "finished" and summary.not_measured:
+        summary.status = "interrupted"
+    store.set_run_status(db, run_id, summary.status)
+    summary.elapsed_s = round(loop.time() - t0, 3)
+    reporter.finished(summary)
+    return summary

@@ -1,0 +1,204 @@
+"""TLS step: a handshake with SNI to one address, and the certificate it presented.
+
+The handshake is driven by hand over a MemoryBIO so that we know exactly how far it got:
+a reset right after our ClientHello (SNI filtering) looks different from a failure after
+the server answered (a bad certificate). A certificate that fails validation is not the
+end of the evidence: a second handshake without verification captures the chain that
+was presented, since an interception certificate is what a researcher needs to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ssl
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from . import failures as F
+from .records import Certificate, Stopwatch, TlsHandshake
+
+BROWSER_ALPN = ["h2", "http/1.1"]
+
+
+def make_ssl_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.SSLContext:
+    """A client context that trusts the system store (SSL_CERT_FILE honoured by OpenSSL)
+    plus ``ca_file``, or verifies nothing (to capture a chain that did not validate)."""
+    if verify:
+        ctx = ssl.create_default_context()
+        if ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(BROWSER_ALPN)
+    return ctx
+
+
+def describe_certificate(der: bytes) -> Certificate:
+    """Subject, issuer, SANs, validity and fingerprint of one DER certificate."""
+    fp = hashlib.sha256(der).hexdigest()
+    b64 = base64.b64encode(der).decode()
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return Certificate("unparseable", "unparseable", [], "", "", "", fp, b64)
+    sans: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        sans = [str(n) for n in ext.value.get_values_for_type(x509.DNSName)]
+        sans += [str(n) for n in ext.value.get_values_for_type(x509.IPAddress)]
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    return Certificate(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        sans=sans,
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        serial=format(cert.serial_number, "x"),
+        sha256=fp,
+        der_b64=b64,
+    )
+
+
+def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
+    # SSLObject.get_unverified_chain() is public from 3.13; 3.11 has it on _sslobj.
+    inner = getattr(obj, "_sslobj", obj)
+    getter = getattr(obj, "get_unverified_chain", None) or getattr(inner, "get_unverified_chain", None)
+    ders: list[bytes] = []
+    if getter is not None:
+        try:
+            for c in getter() or []:
+                ders.append(c if isinstance(c, bytes) else c.public_bytes(ssl_encoding_der()))
+        except Exception:
+            ders = []
+    if not ders:
+        leaf = obj.getpeercert(binary_form=True)
+        ders = [leaf] if leaf else []
+    return [describe_certificate(d) for d in ders]
+
+
+def ssl_encoding_der():  # _ssl.Certificate.public_bytes wants the internal encoding enum
+    return ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
+
+
+class _Progress:
+    sent = 0
+    received = 0
+
+
+async def _handshake(
+    ip: str, port: int, server_name: str, ctx: ssl.SSLContext, progress: _Progress
+) -> ssl.SSLObject:
+    reader, writer = await asyncio.open_connection(ip, port)
+    progress.connected = True  # type: ignore[attr-defined]
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
+    try:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = outgoing.read()
+                if data:
+                    writer.write(data)
+                    await writer.drain()
+                    progress.sent += len(data)
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise F_EOF()
+                progress.received += len(chunk)
+                incoming.write(chunk)
+        tail = outgoing.read()  # e.g. the client Finished of TLS 1.3
+        if tail:
+            writer.write(tail)
+            progress.sent += len(tail)
+        try:
+            obj.unwrap()
+        except ssl.SSLError:
+            pass
+        tail = outgoing.read()
+        if tail:
+            writer.write(tail)
+        return obj
+    except ssl.SSLError:
+        # flush the alert we owe the server, best effort, so it logs a clean failure
+        try:
+            alert = outgoing.read()
+            if alert:
+                writer.write(alert)
+        except Exception:
+            pass
+        raise
+    finally:
+        writer.close()
+
+
+class F_EOF(EOFError):
+    """The peer closed the TCP connection in the middle of the handshake."""
+
+
+def _stage(progress: _Progress) -> str:
+    if not getattr(progress, "connected", False):
+        return "tcp_connect"
+    if progress.sent == 0:
+        return "before_client_hello"
+    if progress.received == 0:
+        return "after_client_hello"
+    return "after_server_hello"
+
+
+async def tls_handshake(
+    ip: str,
+    port: int,
+    server_name: str,
+    *,
+    timeout: float,
+    context: ssl.SSLContext,
+    capture_context: ssl.SSLContext | None = None,
+    sni_role: str = "target",
+) -> TlsHandshake:
+    """Connect to ip:port and complete a TLS handshake with SNI ``server_name``."""
+    sw = Stopwatch()
+    progress = _Progress()
+    rec = TlsHandshake(ip, port, server_name, sw.started_at, 0.0, False, sni_role=sni_role)
+    try:
+        obj = await asyncio.wait_for(_handshake(ip, port, server_name, context, progress), timeout)
+        rec.success = True
+        rec.cert_valid = True
+        rec.tls_version = obj.version()
+        rec.cipher = (obj.cipher() or (None,))[0]
+        rec.alpn = obj.selected_alpn_protocol()
+        rec.peer_certificates = _presented_chain(obj)
+    except Exception as exc:
+        rec.failure = F.classify_exception(exc)
+        rec.failure_stage = _stage(progress)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            rec.cert_valid = False
+            rec.cert_failure = rec.failure
+            if capture_context is not None:
+                await _capture(rec, ip, port, server_name, capture_context, timeout - sw.ms() / 1000)
+    rec.bytes_sent, rec.bytes_received = progress.sent, progress.received
+    rec.duration_ms = sw.ms()
+    return rec
+
+
+async def _capture(
+    rec: TlsHandshake, ip: str, port: int, server_name: str, ctx: ssl.SSLContext, budget: float
+) -> None:
+    """Handshake again without verification to record the certificate that failed."""
+    if budget <= 0:
+        return
+    try:
+        obj = await asyncio.wait_for(_handshake(ip, port, server_name, ctx, _Progress()), budget)
+    except Exception:
+        return
+    rec.tls_version = obj.version()
+    rec.cipher = (obj.cipher() or (None,))[0]
+    rec.alpn = obj.selected_alpn_protocol()
+    rec.peer_certificates = _presented_chain(obj)

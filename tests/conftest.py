@@ -1,0 +1,42 @@
+"""Shared fixtures: a lab PKI, and probe configurations aimed at local test servers.
+
+Tests talk only to servers they start on loopback addresses (see tests/servers/). The
+probe's system resolver is turned off in them, so that no query leaves the machine; the
+direct UDP queries go to the test's own DNS server instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from probe.measure import ProbeConfig
+from servers import LabPKI
+
+
+@pytest.fixture(scope="session")
+def pki() -> LabPKI:
+    return LabPKI()
+
+
+@pytest.fixture(scope="session")
+def ca_file(pki, tmp_path_factory) -> str:
+    return str(pki.ca_pem_path(tmp_path_factory.mktemp("pki")))
+
+
+def lab_config(dns_address: str | None, ca_file: str | None = None, **overrides) -> ProbeConfig:
+    """Short timeouts, only the test's DNS server, no well-known ports unless asked."""
+    base = dict(
+        dns_timeout=1.5,
+        tcp_timeout=1.0,
+        tls_timeout=2.0,
+        http_timeout=3.0,
+        control_timeout=10.0,
+        resolvers=[dns_address] if dns_address else [],
+        system_resolver=False,
+        dns_late_window=0.3,
+        ports=(),
+        ca_file=ca_file,
+        control_sni="benign.lab.test",
+    )
+    base.update(overrides)
+    return ProbeConfig(**base)
