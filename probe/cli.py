@@ -102,6 +102,9 @@ def main() -> None:
 @click.option("--no-vantage-lookup", is_flag=True, help="Do not look up this network's country and ASN.")
 @click.option("--store-ip", is_flag=True, help="Store your public IP address with the run (off by default, for your safety).")
 @click.option("--json", "json_logs", is_flag=True, help="JSON lines on stdout, one event per line, for automation.")
+@click.option("--dns-wait", type=click.FloatRange(0, 10), default=1.0, show_default=True, metavar="SECONDS",
+              help="Keep listening this long for a second DNS reply to the same query (evidence of injection); "
+                   "overlaps the other steps, 0 turns it off.")
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
@@ -125,6 +128,7 @@ def run(
     no_vantage_lookup: bool,
     store_ip: bool,
     json_logs: bool,
+    dns_wait: float,
     timeout_scale: float,
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
@@ -160,6 +164,7 @@ def run(
         control_timeout=base.control_timeout * scale,
         resolvers=_resolver_list(resolver) if resolver else system_resolvers(),
         system_resolver=system_resolver,
+        dns_late_window=dns_wait,
         ca_file=ca_file,
     )
     db = open_db_or_fail(db_path)

@@ -36,7 +36,7 @@ class ProbeConfig:
     tcp_timeout: float = 5.0
     tls_timeout: float = 8.0
     http_timeout: float = 15.0
-    control_timeout: float = 30.0
+    control_timeout: float = 50.0  # outlasts the helper's own 45 s hard timeout
     resolvers: list[str] = field(default_factory=dnsstep.system_resolvers)
     system_resolver: bool = True
     doh_url: str | None = None
@@ -222,7 +222,9 @@ async def measure_url(
         m.tcp = await run_connects(m.addresses, tcp_ports, config)
         m.tls = await run_handshakes(hostname, tls_ports, m.tcp, config, contexts)
 
-        session = new_session({hostname: browser}, contexts.verify, opts)
+        # aiohttp resolves the punycode spelling of an IDN host: pin both.
+        raw_host = (URL(url).raw_host or hostname).strip("[]").lower()
+        session = new_session({hostname: browser, raw_host: browser}, contexts.verify, opts)
         try:
             if browser:
                 m.http = await fetch_http(session, url, opts)

@@ -189,7 +189,7 @@ def notice(plan: RunPlan, count: int, db_path: Path, store_ip: bool) -> str:
         f"Results are stored in {db_path}. "
         + ("Your public IP address IS stored (--store-ip)." if store_ip else "Your public IP address is not stored."),
     ]
-    lines += [f"Note: {n}" for n in plan.notes]
+    lines += [f"Note: {n}" for n in plan.notes if not n.startswith("no control helper")]
     return "\n".join(lines)
 
 

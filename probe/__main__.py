@@ -1,0 +1,5 @@
+"""`python -m probe` is the `probe` command."""
+
+from .cli import main
+
+main()
