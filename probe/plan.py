@@ -106,6 +106,7 @@ async def plan_new_run(
     asn: str | None,
     lookup: bool,
     store_ip: bool,
+    lookup_fn=lookup_vantage,
 ) -> RunPlan:
     """Preflight checks and the run record. Raises PlanError for an unusable setup."""
     notes: list[str] = []
@@ -115,7 +116,7 @@ async def plan_new_run(
     else:
         notes.append("no control helper: everything is recorded, but verdicts will be weaker")
     doh_check = asyncio.ensure_future(check_doh(doh_url, config.ca_file)) if doh_url else None
-    vantage_task = asyncio.ensure_future(lookup_vantage()) if lookup and not (cc and asn) else None
+    vantage_task = asyncio.ensure_future(lookup_fn()) if lookup and not (cc and asn) else None
     try:
         await asyncio.gather(*jobs)
     except BaseException:

@@ -392,6 +392,8 @@ def _dns_rows(mid: str, side: str, queries: list[DnsQuery]) -> tuple[list[dict],
     for q in queries:
         qrows.append(
             {
+                # the control's ids come from another machine: derive ours, so a buggy
+                # helper repeating an id cannot make the whole measurement unsavable
                 "query_id": q.query_id if side == "local" else f"{mid}:{side}:{len(qrows)}",
                 "measurement_id": mid,
                 "side": side,

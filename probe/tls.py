@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import ssl
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
@@ -66,14 +67,16 @@ def describe_certificate(der: bytes) -> Certificate:
 
 
 def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
-    # SSLObject.get_unverified_chain() is public from 3.13; 3.11 has it on _sslobj.
+    """Every certificate the server sent, leaf first; the leaf alone if that is all
+    this Python can give. SSLObject.get_unverified_chain() is public from 3.13; 3.11
+    has it on the private _sslobj, returning _ssl.Certificate objects."""
     inner = getattr(obj, "_sslobj", obj)
     getter = getattr(obj, "get_unverified_chain", None) or getattr(inner, "get_unverified_chain", None)
     ders: list[bytes] = []
     if getter is not None:
         try:
-            for c in getter() or []:
-                ders.append(c if isinstance(c, bytes) else c.public_bytes(ssl_encoding_der()))
+            der = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
+            ders = [c if isinstance(c, bytes) else c.public_bytes(der) for c in getter() or []]
         except Exception:
             ders = []
     if not ders:
@@ -82,20 +85,24 @@ def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
     return [describe_certificate(d) for d in ders]
 
 
-def ssl_encoding_der():  # _ssl.Certificate.public_bytes wants the internal encoding enum
-    return ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
-
-
+@dataclass
 class _Progress:
-    sent = 0
-    received = 0
+    """How far a handshake got: what tells SNI filtering from a bad server."""
+
+    connected: bool = False
+    sent: int = 0
+    received: int = 0
+
+
+class _PeerClosed(EOFError):
+    """The peer closed the TCP connection in the middle of the handshake."""
 
 
 async def _handshake(
     ip: str, port: int, server_name: str, ctx: ssl.SSLContext, progress: _Progress
 ) -> ssl.SSLObject:
     reader, writer = await asyncio.open_connection(ip, port)
-    progress.connected = True  # type: ignore[attr-defined]
+    progress.connected = True
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
     try:
@@ -111,7 +118,7 @@ async def _handshake(
                     progress.sent += len(data)
                 chunk = await reader.read(65536)
                 if not chunk:
-                    raise F_EOF()
+                    raise _PeerClosed()
                 progress.received += len(chunk)
                 incoming.write(chunk)
         tail = outgoing.read()  # e.g. the client Finished of TLS 1.3
@@ -139,12 +146,8 @@ async def _handshake(
         writer.close()
 
 
-class F_EOF(EOFError):
-    """The peer closed the TCP connection in the middle of the handshake."""
-
-
 def _stage(progress: _Progress) -> str:
-    if not getattr(progress, "connected", False):
+    if not progress.connected:
         return "tcp_connect"
     if progress.sent == 0:
         return "before_client_hello"
