@@ -345,3 +345,34 @@ async def test_run_with_the_control_helper_stores_both_sides(tmp_path, world, ca
     finally:
         helper.send_signal(signal.SIGTERM)
         await asyncio.wait_for(helper.wait(), 10)
+
+
+async def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal the run shows a rich progress bar with the anomaly count."""
+    import pty
+
+    async with DnsServer({}) as dns:
+        targets = tmp_path / "t.txt"
+        targets.write_text("https://gone1.lab.test/\nhttps://gone2.lab.test/\n")
+        leader, follower = pty.openpty()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "TERM": "xterm"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "probe", "run", "--targets", str(targets), "--db", str(tmp_path / "p.db"),
+            "--resolver", dns.address, *QUIET, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=follower, stdin=asyncio.subprocess.DEVNULL,
+        )
+        os.close(follower)
+        rc = await asyncio.wait_for(proc.wait(), 30)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert rc == 0
+    assert "measuring" in screen and "2/2" in screen and "2 anomalies" in screen
