@@ -105,6 +105,12 @@ def main() -> None:
 @click.option("--dns-wait", type=click.FloatRange(0, 10), default=1.0, show_default=True, metavar="SECONDS",
               help="Keep listening this long for a second DNS reply to the same query (evidence of injection); "
                    "overlaps the other steps, 0 turns it off.")
+@click.option("--dns-sink", default=None, metavar="IP",
+              help="An address that runs no DNS server; each name is also asked there, and any answer "
+                   "is evidence of injection. [default: the control helper's address]")
+@click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
+@click.option("--lab-network", multiple=True, metavar="CIDR", hidden=True,
+              help="Censorship labs only: treat these private ranges as the open internet when judging answers.")
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
@@ -129,6 +135,9 @@ def run(
     store_ip: bool,
     json_logs: bool,
     dns_wait: float,
+    dns_sink: str | None,
+    no_dns_sink: bool,
+    lab_network: tuple[str, ...],
     timeout_scale: float,
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
@@ -166,7 +175,10 @@ def run(
         system_resolver=system_resolver,
         dns_late_window=dns_wait,
         ca_file=ca_file,
+        lab_networks=_networks(lab_network),
     )
+    if not no_dns_sink:
+        config.dns_sink = _sink_address(dns_sink, control_url)
     db = open_db_or_fail(db_path)
     try:
         plan = asyncio.run(
@@ -193,6 +205,43 @@ def run(
         click.echo(text, err=True)
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
     _execute(db, db_path, plan.run, plan.config, control_url, concurrency, runtime, json_logs)
+
+
+def _networks(values: tuple[str, ...]) -> list[str]:
+    import ipaddress
+
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            fail(f"invalid --lab-network {v!r} (use CIDR, e.g. 10.77.0.0/16)")
+    return out
+
+
+def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
+    """--dns-sink, else the control helper's address when it is an IP or resolves."""
+    import socket
+
+    from yarl import URL
+
+    if dns_sink:
+        host, port = split_hostport(dns_sink)
+        if not is_ip(host):
+            fail(f"invalid --dns-sink {dns_sink!r} (use an IP address)")
+        return format_hostport(host, port)
+    if not control_url:
+        return None
+    host = (URL(control_url).host or "").strip("[]")
+    if not host:
+        return None
+    if is_ip(host):
+        return format_hostport(host, 53)
+    try:
+        infos = socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    return format_hostport(str(infos[0][4][0]), 53) if infos else None
 
 
 def parse_or_fail(max_runtime: str | None) -> float | None:

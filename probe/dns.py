@@ -277,7 +277,11 @@ def collect_addresses(queries: list[DnsQuery], per_family: int) -> list[str]:
     DoH answers are connected to as well: when the ISP's resolver lies, they are the
     site's real addresses, and reaching them or not separates DNS-only blocking from
     IP blocking (OONI's LTE does the same with addresses only its helper saw)."""
-    ordered = sorted(queries, key=lambda q: {"system": 0, "udp": 1, "doh": 2}.get(q.engine, 3))
+    # A sink's answer is injected by definition: evidence, never an address to use.
+    ordered = sorted(
+        (q for q in queries if q.engine != "sink"),
+        key=lambda q: {"system": 0, "udp": 1, "doh": 2}.get(q.engine, 3),
+    )
     v4: list[str] = []
     v6: list[str] = []
     for q in ordered:

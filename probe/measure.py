@@ -41,6 +41,10 @@ class ProbeConfig:
     system_resolver: bool = True
     doh_url: str | None = None
     dns_late_window: float = 1.0  # listen this long for a second, racing reply
+    # An address that runs no DNS server (by default the control helper's): a query
+    # sent there should go unanswered, so any answer was injected on the path
+    # (GFWatch's method; OONI ts-012).
+    dns_sink: str | None = None
     per_family: int = 4
     ports: tuple[int, ...] = (80, 443)
     max_redirects: int = 10
@@ -50,6 +54,9 @@ class ProbeConfig:
     control_sni: str | None = "example.com"
     http_fallback_port: int = 80
     http_fallback: bool = True
+    # Censorship labs only: private ranges that stand for the open internet, recorded
+    # with the run so that analysis does not call every lab address a bogon.
+    lab_networks: list[str] = field(default_factory=list)
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(
@@ -103,10 +110,18 @@ async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[
                     late_tasks=late_tasks,
                 )
             )
+    if config.dns_sink:
+        jobs.append(_sink_query(hostname, config))
     if config.doh_url and session is not None:
         for qtype in ("A", "AAAA"):
             jobs.append(dnsstep.resolve_doh(hostname, qtype, config.doh_url, session, timeout=config.dns_timeout))
     return list(await asyncio.gather(*jobs))
+
+
+async def _sink_query(hostname: str, config: ProbeConfig):
+    q = await dnsstep.resolve_udp(hostname, "A", config.dns_sink, timeout=min(config.dns_timeout, 2.0))
+    q.engine = "sink"
+    return q
 
 
 async def run_connects(

@@ -178,6 +178,8 @@ def notice(plan: RunPlan, count: int, db_path: Path, store_ip: bool) -> str:
         dns_parts.append("direct queries to " + ", ".join(c.resolvers))
     if c.doh_url:
         dns_parts.append(f"DNS-over-HTTPS at {c.doh_url}")
+    if c.dns_sink:
+        dns_parts.append(f"the same question to {c.dns_sink}, where no DNS server runs: an answer there means injection")
     lines = [
         f"This run measures {count} website(s) from your network, as a browser would:",
         f"  - looks each name up ({'; '.join(dns_parts) or 'no DNS'}),",

@@ -55,7 +55,7 @@ class DnsReply:
 
 @dataclass
 class DnsQuery:
-    engine: str  # "system" (getaddrinfo), "udp", "doh"
+    engine: str  # "system" (getaddrinfo), "udp", "doh", "sink" (a non-resolver: any answer is injected)
     resolver: str | None  # "ip:port" for udp, the URL for doh, None for system
     hostname: str
     query_type: str  # A, AAAA; "ANY" for getaddrinfo (both families at once)

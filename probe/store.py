@@ -222,9 +222,32 @@ def _m2_indexes(db: sqlite_utils.Database) -> None:
     db["run_targets"].create_index(["run_id", "status"])
 
 
+def _m3_verdicts(db: sqlite_utils.Database) -> None:
+    """Verdicts derived by analysis/: re-derivable, one row per measurement and
+    classifier version (raw observations are never touched)."""
+    db["verdicts"].create(
+        {
+            "measurement_id": str,
+            "classifier_version": str,
+            "verdict": str,
+            "blocked": int,
+            "confidence": float,
+            "layer": str,
+            "rule_id": str,
+            "evidence": str,  # JSON [{"text": ..., "fields": {...}}, ...]
+            "layers": str,  # JSON {layer: {blocked, down, ok, rule_id, verdict, evidence}}
+            "analyzed_at": str,
+        },
+        pk=("measurement_id", "classifier_version"),
+        foreign_keys=[("measurement_id", "measurements", "measurement_id")],
+    )
+    db["verdicts"].create_index(["verdict"])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
+    (3, "verdicts table", _m3_verdicts),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -628,4 +651,62 @@ def read_measurement(db: sqlite_utils.Database, measurement_id: str) -> dict[str
         m[side] = part
     ctrl = list(db.query("select * from control_results where measurement_id = ?", [measurement_id]))
     m["control_result"] = ctrl[0] if ctrl else None
+    return m
+
+
+def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurement | None:
+    """Rebuild the Measurement records (local and control) from stored rows, bodies
+    decompressed: what analysis classifies, whatever wrote the rows (probe or import)."""
+    from .records import (
+        Certificate,
+        ControlResult,
+        DnsAnswer,
+        DnsReply,
+    )
+
+    raw = read_measurement(db, measurement_id)
+    if raw is None:
+        return None
+
+    def side(part: dict[str, Any]):
+        dns = []
+        for q in part["dns"]:
+            dq = DnsQuery(q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"],
+                          q["duration_ms"] or 0.0, q["failure"], q["rcode"], q["responder"],
+                          [DnsAnswer(a["answer_type"], a["value"], a["ttl"]) for a in q["answers"]],
+                          [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
+                                    [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers", [])])
+                           for r in q["extra_replies"]],
+                          query_id=q["query_id"])
+            dns.append(dq)
+        tcp = [TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
+               for c in part["tcp"]]
+        tls = []
+        for t in part["tls"]:
+            tls.append(TlsHandshake(
+                t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
+                t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
+                t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
+                t["cert_failure"], [Certificate(**c) for c in t["peer_certificates"]],
+            ))
+        http = [HttpRequest(
+            url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
+            method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
+            reason=h["reason"], http_version=h["http_version"], headers=h["headers"], location=h["location"],
+            body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
+            title=h["title"], body_head=body_head(h["body_head"]), request_id=h["request_id"],
+        ) for h in part["http"]]
+        http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
+        return dns, tcp, tls, http
+
+    m = Measurement(url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
+                    started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
+                    duration_ms=raw["duration_ms"], addresses=raw["addresses"], measurement_id=raw["measurement_id"])
+    m.dns, m.tcp, m.tls, m.http = side(raw["local"])
+    cr = raw["control_result"]
+    if cr is not None:
+        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"])
+        c.dns, c.tcp, c.tls, c.http = side(raw["control"])
+        c.raw = json.loads(cr["raw"]) if cr["raw"] else None
+        m.control = c
     return m

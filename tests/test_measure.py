@@ -299,3 +299,20 @@ async def test_many_urls_in_parallel_share_nothing():
         ms = await asyncio.gather(*(measure_url(web.url("/", hostname=f"s{i}.lab.test"), config) for i in range(20)))
     assert all(main_hops(m)[-1].status == 200 for m in ms)
     assert len({m.measurement_id for m in ms}) == 20
+
+
+async def test_an_answer_from_the_dns_sink_is_kept_apart_as_injection_evidence():
+    """A query to an address that runs no DNS server should go unanswered; here an
+    'injector' answers it, and that answer must never be used as the site's address."""
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, DnsServer({SITE: Answer(a=["127.0.0.66"])}) as injector:
+        m = await measure_url(f"http://{SITE}:{unused_port()}/", lab_config(dns.address, dns_sink=injector.address))
+    sink = [q for q in m.dns if q.engine == "sink"]
+    assert len(sink) == 1 and [a.value for a in sink[0].answers] == ["127.0.0.66"]
+    assert m.addresses == ["127.0.0.1"]
+
+
+async def test_a_true_sink_gives_no_answer():
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns:
+        m = await measure_url(f"http://{SITE}:{unused_port()}/", lab_config(dns.address, dns_sink=f"127.0.0.1:{unused_port()}"))
+    (sink,) = [q for q in m.dns if q.engine == "sink"]
+    assert sink.answers == [] and sink.failure in (F.CONNECTION_REFUSED, F.GENERIC_TIMEOUT)

@@ -1,0 +1,78 @@
+"""The verdict vocabulary and the Verdict record: one source of truth.
+
+Copied from ../shared/spec/verdicts.md (the project's spec): every classified
+measurement gets exactly one of these strings. A test checks that this list, the spec
+copy in the README and the report agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CLASSIFIER_VERSION = "1.0.0"
+
+# verdict -> (blocked, meaning)
+VERDICTS: dict[str, tuple[bool, str]] = {
+    "ok": (False, "reachable, and consistent with the control"),
+    "down": (False, "the site fails from the control too: not censorship"),
+    "dns.nxdomain": (True, "local resolver says the name does not exist (or SERVFAIL / empty answer) while the control resolves it"),
+    "dns.bogon": (True, "local answer is a private, loopback, link-local or otherwise unroutable address"),
+    "dns.blockpage": (True, "local answer points at a host that serves a blockpage, or at an address known to belong to a censor"),
+    "dns.injection": (True, "answers are injected on the path: a reply arrives from an address that runs no resolver, or two replies race"),
+    "dns.inconsistent": (True, "local answer differs from the control (no shared address, no shared ASN, no valid certificate for the name) and no stronger DNS verdict applies"),
+    "tcp.timeout": (True, "connects to the site's real addresses time out locally but succeed from the control (IP blackholing)"),
+    "tcp.reset": (True, "connects are reset locally but succeed from the control"),
+    "tcp.refused": (True, "connects are refused locally but succeed from the control"),
+    "tls.reset": (True, "TCP succeeds, the TLS handshake is reset or closed after the ClientHello (SNI filtering)"),
+    "tls.timeout": (True, "TLS handshake stalls locally, succeeds from the control"),
+    "tls.mitm": (True, "a certificate that does not validate for the name is presented locally, while the control gets a valid one"),
+    "http.reset": (True, "the plain-HTTP request is reset or closed after it is sent (Host or keyword filtering)"),
+    "http.timeout": (True, "the HTTP response never comes locally, comes from the control"),
+    "http.blockpage": (True, "the response matches a known blockpage fingerprint"),
+    "http.diff": (True, "the response differs materially from the control's without a known fingerprint"),
+    "error": (False, "the probe could not measure (no network at all, control unreachable and no other evidence)"),
+}
+
+LAYERS = ("dns", "tcp", "tls", "http")
+
+
+@dataclass
+class Evidence:
+    """One human-readable line and the machine fields it came from."""
+
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LayerFinding:
+    """One layer's reading, as OONI's newer pipeline scores it: a (blocked, down, ok)
+    triple (not probabilities), the id of the rule that fired, and the verdict the
+    layer would give when it is the first to show interference."""
+
+    layer: str
+    blocked: float = 0.0
+    down: float = 0.0
+    ok: float = 0.0
+    rule_id: str = "no_data"
+    verdict: str | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    blocked: bool
+    confidence: float
+    layer: str | None  # the layer that decided; None for ok/down/error with no layer
+    rule_id: str
+    evidence: list[Evidence] = field(default_factory=list)
+    layers: dict[str, LayerFinding] = field(default_factory=dict)
+    classifier_version: str = CLASSIFIER_VERSION
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}")
+        if self.blocked != VERDICTS[self.verdict][0]:
+            raise ValueError(f"{self.verdict} must have blocked={VERDICTS[self.verdict][0]}")
