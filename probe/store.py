@@ -694,7 +694,7 @@ def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurem
             method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
             reason=h["reason"], http_version=h["http_version"], headers=h["headers"], location=h["location"],
             body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
-            title=h["title"], body_head=body_head(h["body_head"]), request_id=h["request_id"],
+            title=h["title"], body_head=body_head(h["body_head"]) if h["body_head"] else None, request_id=h["request_id"],
         ) for h in part["http"]]
         http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
         return dns, tcp, tls, http
