@@ -383,11 +383,31 @@ def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> N
 
 
 def _attach_optional_groups() -> None:
+    """The other command groups, each a thin shell over its own module. The CLI is
+    the one place that sees every layer (measure, store, analysis, reports)."""
+    from analysis.cli_analysis import analyze_cmd, fingerprints_group
+
     from .cli_control import control_group
     from .cli_targets import targets_group
 
     main.add_command(targets_group)
     main.add_command(control_group)
+    main.add_command(analyze_cmd)
+    main.add_command(fingerprints_group)
+    try:  # attached as they land
+        from analysis.cli_report import explain_cmd, report_cmd
+
+        main.add_command(report_cmd)
+        main.add_command(explain_cmd)
+    except ImportError:
+        pass
+    try:
+        from .cli_ooni import export_ooni_cmd, import_ooni_cmd
+
+        main.add_command(import_ooni_cmd)
+        main.add_command(export_ooni_cmd)
+    except ImportError:
+        pass
 
 
 _attach_optional_groups()

@@ -1,0 +1,138 @@
+"""DNS layer: is the local answer what the name really resolves to?
+
+Rules are tried in order and the first that applies decides, as in OONI's newer
+pipeline (ooni/data analysis/rules.py), whose (blocked, down, ok) scores these follow
+where they overlap. What we add: injection evidence (an answer from a sink that runs no
+resolver; a second, different reply racing the first), TLS-proven addresses checked
+before anything else, and a DNS answer judged by the page its address serves.
+"""
+
+from __future__ import annotations
+
+from probe import failures as F
+
+from .verdicts import Evidence, LayerFinding
+from .view import NO_RESPONSE, View
+
+
+def _finding(rule: str, blocked: float, down: float, ok: float, verdict: str | None = None,
+             *evidence: Evidence) -> LayerFinding:
+    return LayerFinding("dns", blocked, down, ok, rule, verdict, list(evidence))
+
+
+def classify_dns(v: View) -> LayerFinding:
+    m = v.m
+    if v.ip_literal:
+        return _finding("ip_literal", 0, 0, 0, None, Evidence("the URL has an IP address: no DNS involved"))
+    if not m.dns:
+        return _finding("no_dns_data", 0, 0, 0)
+
+    # 1. Injection: answers no honest resolver could have given.
+    if v.sink_answers:
+        q, ip = v.sink_answers[0]
+        return _finding(
+            "answer_from_sink", 0.95, 0, 0.05, "dns.injection",
+            Evidence(f"{q.resolver} runs no DNS server, yet a reply came for {m.hostname}: {ip}",
+                     {"sink": q.resolver, "answer": ip, "responder": q.responder}),
+        )
+    if v.racing_replies:
+        q, other = v.racing_replies[0]
+        return _finding(
+            "racing_replies", 0.9, 0, 0.1, "dns.injection",
+            Evidence(f"two different replies to one query to {q.resolver}: {', '.join(q.addresses()) or q.rcode} "
+                     f"then {', '.join(other) or 'no address'}",
+                     {"resolver": q.resolver, "first": q.addresses(), "second": other}),
+        )
+
+    # 2. An answer that is a known censor's address.
+    for ip in v.local_answers:
+        matches = [x for x in v.ctx.fingerprints.match_dns(ip) if not x.fingerprint.is_false_positive]
+        if matches:
+            fp = matches[0].fingerprint
+            score = 1.0 if (v.ctx.cc and v.ctx.cc in fp.countries) else 0.9
+            return _finding(
+                "answer_matches_fingerprint", score, 0, 1 - score, "dns.blockpage",
+                Evidence(f"the local answer {ip} is a known blockpage address ({fp.name}, {'/'.join(fp.countries) or 'any country'})",
+                         {"answer": ip, "fingerprint": fp.name, "scope": fp.scope}),
+            )
+
+    # 3. No address locally.
+    if not v.local_answers:
+        failure = v.local_dns_failure or F.DNS_NO_ANSWER
+        local = Evidence(f"the local resolver gave no address for {m.hostname}: {failure}", {"local_failure": failure})
+        if v.reference_answers:
+            who = "the control" if v.control_answers else "DNS-over-HTTPS"
+            ref = Evidence(f"{who} resolves it: {', '.join(sorted(v.reference_answers)[:4])}",
+                           {"reference": sorted(v.reference_answers)})
+            score = 0.9 if v.control_answers else 0.75
+            if failure in NO_RESPONSE:
+                score -= 0.15  # a timeout is weaker than a resolver saying "no such name"
+            return _finding("dns_failure_ctrl_ok", score, 1 - score, 0, "dns.nxdomain", local, ref)
+        if v.has_control:
+            return _finding("dns_failure_ctrl_also_failing", 0.1, 0.9, 0, None, local,
+                            Evidence("the control cannot resolve it either: the name is gone, not blocked"))
+        if failure in NO_RESPONSE:
+            return _finding("dns_no_response_no_ctrl", 0, 0, 0, None, local,
+                            Evidence("no resolver answered at all, and there was no control"))
+        if (v.ctx.run_dns_failure_rate or 0) >= 0.9 and v.ctx.run_size >= 5:
+            return _finding("dns_failure_whole_run_no_ctrl", 0, 0, 0, None, local,
+                            Evidence(f"{v.ctx.run_dns_failure_rate:.0%} of this run's names failed to resolve and there "
+                                     "was no control: this network has no working DNS, nothing is known about the site"))
+        return _finding("dns_failure_no_ctrl", 0.5, 0.5, 0, "dns.nxdomain", local,
+                        Evidence("there was no control, so a site that no longer exists would look the same"))
+
+    # 4. Unroutable answers.
+    bogons = [ip for ip in v.local_answers if v.is_bogon(ip)]
+    if bogons:
+        ev = Evidence(f"the local answer {', '.join(bogons)} is not a routable internet address", {"bogons": bogons})
+        if set(bogons) & v.control_answers:
+            return _finding("bogon_in_ctrl", 0.1, 0.9, 0, None, ev,
+                            Evidence("the control gets the same address: the site's own DNS is misconfigured"))
+        return _finding("bogon_not_in_ctrl", 0.95, 0.05, 0, "dns.bogon", ev,
+                        Evidence(f"the control resolves {', '.join(sorted(v.control_answers)[:4]) or 'nothing'}"))
+
+    # 5. Consistency with what the name really resolves to.
+    proven = [ip for ip in v.local_answers if ip in v.tls_valid_ips]
+    if proven:
+        return _finding("tls_consistent_answer", 0, 0, 1.0, None,
+                        Evidence(f"{proven[0]} presented a valid certificate for {m.hostname}: the answer is genuine"))
+    valid_at_ctrl = [ip for ip in v.local_answers if v.control_ip_info.get(ip, {}).get("valid_for_domain")]
+    if valid_at_ctrl:
+        return _finding("answer_valid_from_ctrl", 0, 0, 0.95, None,
+                        Evidence(f"the control got a valid certificate for {m.hostname} from {valid_at_ctrl[0]}"))
+    if not v.reference_answers:
+        return _finding("no_reference", 0, 0, 0, None,
+                        Evidence("no control answer to compare the local answer with"))
+    shared = sorted(set(v.local_answers) & v.reference_answers)
+    if shared:
+        return _finding("answer_matches_ctrl", 0, 0, 0.9, None,
+                        Evidence(f"the control gets the same address {shared[0]}"))
+    local_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.local_answers} - {None, 0}
+    ctrl_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.reference_answers} - {None, 0}
+    if local_asns & ctrl_asns:
+        return _finding("answer_asn_matches_ctrl", 0.2, 0, 0.8, None,
+                        Evidence(f"local and control addresses are in the same network (AS{sorted(local_asns & ctrl_asns)[0]})"))
+
+    differ = Evidence(
+        f"the local answer {', '.join(v.local_answers[:4])} shares nothing with the control's "
+        f"{', '.join(sorted(v.reference_answers)[:4])}",
+        {"local": v.local_answers, "control": sorted(v.reference_answers)},
+    )
+    # What does the odd address serve? A blockpage there settles it.
+    for h in [*v.local_main, *v.fallbacks]:
+        ip = v.response_ip(h)
+        if ip not in v.local_answers:
+            continue
+        matches = [x for x in v.ctx.fingerprints.match_http(h) if not x.fingerprint.is_false_positive]
+        confirming = [x for x in matches if x.fingerprint.confirms] or matches
+        if confirming:
+            x = confirming[0]
+            return _finding("answer_serves_blockpage", 0.95, 0, 0.05, "dns.blockpage", differ,
+                            Evidence(f"{ip} serves a blockpage: {x.describe()}",
+                                     {"address": ip, "fingerprint": x.fingerprint.name, "url": h.url}))
+    # A CDN or geo-DNS answer serves the same page: not tampering.
+    final, ctrl = v.local_final, v.control_final
+    if final and ctrl and final.status and ctrl.status and final.title and final.title == ctrl.title:
+        return _finding("http_consistent_answer", 0.1, 0, 0.7, None, differ,
+                        Evidence(f"but it serves the same page as the control ({final.title!r}): a CDN or geo-DNS answer"))
+    return _finding("dns_answer_unmatched", 0.75, 0, 0.25, "dns.inconsistent", differ)

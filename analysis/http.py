@@ -1,0 +1,208 @@
+"""HTTP layer: is the page we got the site's page?
+
+Order: blockpage fingerprints first (a censor's own page is proof), then a failed fetch
+compared with the control, then comparison of the final responses. The comparison is
+OONI's (webconnectivity httpdiff, identical in v0.4 and v0.5), with its thresholds:
+the page is the same when the status matches AND at least one of body length (ratio of
+the shorter to the longer > 0.7), uncommon header names, or title words agrees. That
+tolerates dynamic pages, whose title or length change between fetches. Beyond OONI:
+titles compare whole words by characters (not bytes: Cyrillic titles are not
+"longer"), a redirect chain that ends on a foreign host is a difference, and a body or
+title fingerprint counts only when the page differs from the control's, so a news
+article that quotes a blocking notice is not itself a blockpage.
+"""
+
+from __future__ import annotations
+
+import re
+
+from yarl import URL
+
+from probe import failures as F
+from probe.records import HttpRequest
+
+from .fingerprints import Match
+from .tcpip import RESET_LIKE
+from .verdicts import Evidence, LayerFinding
+from .view import CERT_FAILURES, View
+
+BODY_PROPORTION_MIN = 0.7  # OONI's body_length_match threshold
+TITLE_WORD_MIN_CHARS = 4  # OONI uses 5 *bytes*; characters treat Cyrillic fairly
+# OONI's 25 "common" header names, ignored when comparing header sets
+COMMON_HEADERS = {
+    "date", "content-type", "server", "cache-control", "vary", "set-cookie", "location", "expires",
+    "x-powered-by", "content-encoding", "last-modified", "accept-ranges", "pragma", "x-frame-options",
+    "etag", "x-content-type-options", "age", "via", "p3p", "x-xss-protection", "content-language",
+    "cf-ray", "strict-transport-security", "link", "x-varnish",
+    # transport-level names that say nothing about the site (OONI's ID false negative:
+    # "Connection" on both sides made a blockpage "match")
+    "connection", "content-length", "transfer-encoding", "keep-alive",
+}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _f(rule, blocked, down, ok, verdict=None, *evidence) -> LayerFinding:
+    return LayerFinding("http", blocked, down, ok, rule, verdict, list(evidence))
+
+
+def body_proportion(a: int | None, b: int | None) -> float | None:
+    if not a or not b or a <= 0 or b <= 0:
+        return None
+    return min(a, b) / max(a, b)
+
+
+def title_words(title: str | None) -> set[str]:
+    return {w.casefold() for w in _WORD.findall(title or "") if len(w) >= TITLE_WORD_MIN_CHARS}
+
+
+def title_match(a: str | None, b: str | None) -> bool | None:
+    if not a or not b:
+        return None
+    wa, wb = title_words(a), title_words(b)
+    if not wa and not wb:
+        return a.strip() == b.strip()
+    return not (wa ^ wb)  # OONI: no long word appears in only one title
+
+
+def headers_match(a: HttpRequest, b: HttpRequest) -> bool | None:
+    na = {k.lower() for k, _ in a.headers}
+    nb = {k.lower() for k, _ in b.headers}
+    if not na or not nb:
+        return None
+    if na == nb:
+        return True
+    return bool((na - COMMON_HEADERS) & (nb - COMMON_HEADERS))
+
+
+def status_match(local: int, control: int) -> bool | None:
+    if local == control:
+        return True
+    if control // 100 != 2:
+        return None  # the control's own error page says little (OONI v0.5)
+    return False
+
+
+def site_of(host: str | None) -> str:
+    """Last two labels: enough to tell 'www.example.com' from 'example.com' as the same
+    site, and a blockpage host as another one (no public-suffix list on purpose)."""
+    labels = (host or "").lower().strip(".").split(".")
+    return ".".join(labels[-2:])
+
+
+def compare(local: HttpRequest, control: HttpRequest) -> dict:
+    sm = status_match(local.status or 0, control.status or 0)
+    bp = None if local.body_truncated or control.body_truncated else body_proportion(local.body_length, control.body_length)
+    return {
+        "status_match": sm,
+        "body_proportion": round(bp, 3) if bp is not None else None,
+        "body_length_match": None if bp is None else bp > BODY_PROPORTION_MIN,
+        "headers_match": headers_match(local, control),
+        "title_match": title_match(local.title, control.title),
+    }
+
+
+def same_page(c: dict) -> bool:
+    return c["status_match"] is not False and bool(c["body_length_match"] or c["headers_match"] or c["title_match"])
+
+
+def _differs_from_control(v: View, h: HttpRequest) -> bool | None:
+    ctrl = v.control_final
+    if ctrl is None or ctrl.status is None:
+        return None
+    if h.body_sha256 and h.body_sha256 == ctrl.body_sha256:
+        return False
+    return not same_page(compare(h, ctrl))
+
+
+def _blockpage(v: View) -> tuple[Match, HttpRequest] | None:
+    """The first fingerprint match on a local hop that counts as a blockpage."""
+    weak: tuple[Match, HttpRequest] | None = None
+    for h in v.local_main:
+        for x in v.ctx.fingerprints.match_http(h):
+            fp = x.fingerprint
+            if fp.is_false_positive:
+                continue
+            in_headers = fp.location.startswith("header.")
+            differs = _differs_from_control(v, h)
+            if fp.confirms and (in_headers or differs is not False):
+                return x, h
+            if weak is None and differs:
+                weak = (x, h)
+    return weak
+
+
+def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFinding) -> LayerFinding:
+    m = v.m
+    final = v.local_final
+    if final is None or final.failure == F.NO_ADDRESSES:
+        return _f("no_http_data", 0, 0, 0)
+
+    hit = _blockpage(v)
+    if hit is not None:
+        x, h = hit
+        fp = x.fingerprint
+        score = 1.0 if fp.confirms and v.ctx.cc and v.ctx.cc in fp.countries else (0.95 if fp.confirms else 0.7)
+        ev = [Evidence(f"hop {h.hop} ({h.url}) is a known blockpage: {x.describe()}",
+                       {"fingerprint": fp.name, "scope": fp.scope, "countries": list(fp.countries), "url": h.url,
+                        "status": h.status, "location": h.location})]
+        if v.control_final is not None and v.control_final.status:
+            ev.append(Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
+        return _f("matches_fingerprint", score, 0, 1 - score, "http.blockpage", *ev)
+
+    upstream = [f for f in (dns, tcp, tls) if f.verdict is not None and f.blocked > f.ok]
+    if final.status is None:
+        failure = final.failure or F.UNKNOWN_FAILURE
+        local = Evidence(f"the HTTP request to {final.url} failed: {failure}", {"failure": failure, "hop": final.hop})
+        if upstream or (m.scheme == "https" and final.hop == 0 and tls.rule_id != "no_tls_data"):
+            return _f("upstream_failure", 0, 0, 0, None, local)
+        if failure in CERT_FAILURES:
+            return _f("tls_failure_on_redirect", 0, 0, 0, None, local)
+        if failure == F.GENERIC_TIMEOUT:
+            verdict, score = "http.timeout", 0.75
+        elif failure in RESET_LIKE:
+            verdict, score = "http.reset", 0.8
+        else:
+            verdict, score = "http.reset", 0.6
+        if v.control_http_ok:
+            return _f("failure_ctrl_ok", score, 1 - score, 0, verdict, local,
+                      Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
+        if v.has_control:
+            return _f("failure_ctrl_also_failing", 0.2, 0.8, 0, None, local,
+                      Evidence("the control's request fails too: the site is down"))
+        return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, local)
+
+    # a response came
+    got = Evidence(f"got {final.status} {final.title or ''} ({final.body_length} bytes) from {final.url}".replace("  ", " "),
+                   {"status": final.status, "title": final.title, "body_length": final.body_length, "url": final.url})
+    known_fp = [x for h in v.local_main for x in v.ctx.fingerprints.match_http(h) if x.fingerprint.is_false_positive]
+    ctrl = v.control_final
+    if ctrl is None or ctrl.status is None:
+        if v.has_control:
+            return _f("ctrl_failed_local_ok", 0, 0.2, 0.6, None, got,
+                      Evidence("the control's request failed, but the page loads here"))
+        return _f("response_no_ctrl", 0, 0, 0.5, None, got)
+    if final.url.startswith("https://") and final.failure in (None, F.BODY_TOO_LARGE):
+        return _f("https_response", 0, 0, 1.0, None, got,
+                  Evidence("over HTTPS with a valid certificate: the page comes from the site itself"))
+
+    cmp = compare(final, ctrl)
+    local_site, ctrl_site = site_of(URL(final.url).host), site_of(URL(ctrl.url).host)
+    if local_site != ctrl_site and local_site != site_of(m.hostname):
+        return _f("redirect_to_foreign_host", 0.8, 0, 0.2, "http.diff", got,
+                  Evidence(f"redirected to {URL(final.url).host}, while the control ends on {URL(ctrl.url).host}",
+                           {"local_final": final.url, "control_final": ctrl.url}))
+    if same_page(cmp):
+        if known_fp:
+            return _f("matches_ctrl", 0, 0, 0.9, None, got)
+        return _f("matches_ctrl", 0, 0, 0.9, None, got, Evidence("the control gets the same page", cmp))
+    if known_fp:
+        x = known_fp[0]
+        return _f("known_false_positive_page", 0.1, 0.2, 0.6, None, got,
+                  Evidence(f"a page known not to be censorship ({x.fingerprint.name}): the site itself "
+                           "answers differently here (e.g. a CDN challenge)"))
+    diff = Evidence(
+        f"differs from the control's {ctrl.status} {ctrl.title or ''} ({ctrl.body_length} bytes): "
+        + ", ".join(f"{k}={val}" for k, val in cmp.items()),
+        cmp,
+    )
+    return _f("http_diff", 0.7, 0, 0.3, "http.diff", got, diff)

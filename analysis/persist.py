@@ -1,0 +1,66 @@
+"""Verdicts in and out of the `verdicts` table (created by the store's migration 3).
+
+A verdict is derived data: re-deriving replaces the row of the same measurement and
+classifier version, and never touches the raw observations it came from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+import sqlite_utils
+
+from probe.records import utcnow
+
+from .verdicts import Verdict
+
+
+def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
+    return {
+        "measurement_id": measurement_id,
+        "classifier_version": v.classifier_version,
+        "verdict": v.verdict,
+        "blocked": int(v.blocked),
+        "confidence": round(v.confidence, 3),
+        "layer": v.layer,
+        "rule_id": v.rule_id,
+        "evidence": json.dumps([asdict(e) for e in v.evidence], ensure_ascii=False, default=str),
+        "layers": json.dumps({k: asdict(f) for k, f in v.layers.items()}, ensure_ascii=False, default=str),
+        "analyzed_at": utcnow(),
+    }
+
+
+def save_verdicts(db: sqlite_utils.Database, items: Iterable[tuple[str, Verdict]]) -> int:
+    """Upsert verdicts, in one transaction; returns how many were written."""
+    rows = [verdict_row(mid, v) for mid, v in items]
+    with db.atomic():
+        db["verdicts"].upsert_all(rows, pk=("measurement_id", "classifier_version"))
+    return len(rows)
+
+
+def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None) -> Iterator[dict[str, Any]]:
+    """One row per classified measurement with what a report needs: url, domain, cc,
+    asn, network, measured_at, verdict, blocked, confidence, layer, rule_id, evidence
+    (list of {text, fields}). The latest classifier version present is used unless one
+    is named."""
+    if classifier_version is None:
+        row = db.execute("select max(classifier_version) from verdicts").fetchone()
+        classifier_version = row[0] if row else None
+        if classifier_version is None:
+            return
+    sql = """
+        select m.measurement_id, m.url, m.hostname as domain, m.category, m.started_at as measured_at,
+               r.run_id, r.cc, r.asn, r.network_name,
+               v.verdict, v.blocked, v.confidence, v.layer, v.rule_id, v.evidence, v.classifier_version
+        from verdicts v
+        join measurements m using (measurement_id)
+        join runs r on r.run_id = m.run_id
+        where v.classifier_version = ?
+        order by m.url, m.started_at
+    """
+    for row in db.query(sql, [classifier_version]):
+        row["blocked"] = bool(row["blocked"])
+        row["evidence"] = json.loads(row["evidence"] or "[]")
+        yield row

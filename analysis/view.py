@@ -1,0 +1,219 @@
+"""A read-only view of one measurement for the classifier: what each side saw, derived
+once. Pure: built from a probe.records.Measurement and a Context, no I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from yarl import URL
+
+from probe import failures as F
+from probe.records import DnsQuery, HttpRequest, Measurement, TlsHandshake
+
+from .fingerprints import FingerprintDB, default_fingerprints
+
+# Failures that mean "no answer came at all": nothing was learned about the name.
+NO_RESPONSE = {F.GENERIC_TIMEOUT, F.DNS_TEMPORARY_FAILURE, F.CONNECTION_REFUSED, F.NETWORK_UNREACHABLE,
+               F.HOST_UNREACHABLE}
+CERT_FAILURES = {F.SSL_INVALID_HOSTNAME, F.SSL_UNKNOWN_AUTHORITY, F.SSL_INVALID_CERTIFICATE}
+
+
+@dataclass
+class Context:
+    """What the classifier knows beyond the measurement itself."""
+
+    cc: str | None = None
+    asn: str | None = None
+    # censorship labs: private ranges standing for the open internet (recorded with the run)
+    lab_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    fingerprints: FingerprintDB = field(default_factory=default_fingerprints)
+    # share of this run's measurements whose local DNS failed; with no control at all,
+    # a run where (nearly) every name fails says "no network", not "this site is blocked"
+    run_dns_failure_rate: float | None = None
+    run_size: int = 0
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.split("%")[0].strip("[]"))
+    except ValueError:
+        return None
+
+
+def host_of(address: str | None) -> str | None:
+    """'1.2.3.4:80' / '[::1]:443' -> the IP."""
+    if not address:
+        return None
+    if address.startswith("["):
+        return address[1:].split("]")[0]
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+
+
+class View:
+    def __init__(self, m: Measurement, ctx: Context):
+        self.m = m
+        self.ctx = ctx
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def is_bogon(self, ip: str) -> bool:
+        """Not routable on the internet: private, loopback, link-local, reserved, ...
+        (a lab's own range excepted)."""
+        addr = _ip(ip)
+        if addr is None:
+            return False
+        if any(addr in net for net in self.ctx.lab_networks):
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return not addr.is_global
+
+    @cached_property
+    def ip_literal(self) -> bool:
+        return _ip(self.m.hostname) is not None
+
+    # --- local DNS -------------------------------------------------------------------
+
+    def _queries(self, engine: str) -> list[DnsQuery]:
+        return [q for q in self.m.dns if q.engine == engine]
+
+    @cached_property
+    def browser_queries(self) -> list[DnsQuery]:
+        """What the browser's view rests on: getaddrinfo, else the direct UDP queries."""
+        return self._queries("system") or self._queries("udp")
+
+    @cached_property
+    def local_answers(self) -> list[str]:
+        out: list[str] = []
+        for q in self.browser_queries:
+            for ip in q.addresses():
+                if ip not in out:
+                    out.append(ip)
+        return out
+
+    @cached_property
+    def local_dns_failure(self) -> str | None:
+        """The failure of the browser's view when it gave no address (None otherwise).
+        NXDOMAIN-like answers win over timeouts: they are what the resolver said."""
+        if self.local_answers or not self.browser_queries:
+            return None
+        fails = [q.failure for q in self.browser_queries if q.failure]
+        for preferred in (F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_ANSWER):
+            if preferred in fails:
+                return preferred
+        return fails[0] if fails else F.DNS_NO_ANSWER
+
+    @cached_property
+    def doh_answers(self) -> list[str]:
+        return sorted({ip for q in self._queries("doh") for ip in q.addresses()})
+
+    @cached_property
+    def sink_answers(self) -> list[tuple[DnsQuery, str]]:
+        return [(q, ip) for q in self._queries("sink") for ip in q.addresses()]
+
+    @cached_property
+    def racing_replies(self) -> list[tuple[DnsQuery, list[str]]]:
+        """UDP queries answered twice with different addresses."""
+        out = []
+        for q in self._queries("udp"):
+            first = set(q.addresses())
+            for r in q.extra_replies:
+                other = {a.value for a in r.answers if a.answer_type in ("A", "AAAA")}
+                if other != first:
+                    out.append((q, sorted(other)))
+        return out
+
+    # --- control ---------------------------------------------------------------------
+
+    @cached_property
+    def has_control(self) -> bool:
+        c = self.m.control
+        return c is not None and c.failure is None
+
+    @cached_property
+    def control_answers(self) -> set[str]:
+        if not self.has_control:
+            return set()
+        return {ip for q in self.m.control.dns for ip in q.addresses()}
+
+    @cached_property
+    def control_dns_failed(self) -> bool:
+        if not self.has_control or self.ip_literal:
+            return False
+        return not self.control_answers
+
+    @cached_property
+    def control_ip_info(self) -> dict[str, dict]:
+        raw = (self.m.control.raw or {}) if self.m.control else {}
+        info = raw.get("ip_info") if isinstance(raw, dict) else None
+        return info if isinstance(info, dict) else {}
+
+    @cached_property
+    def reference_answers(self) -> set[str]:
+        """Addresses the name has where nobody lies: the control's, else DoH's."""
+        return self.control_answers or set(self.doh_answers)
+
+    def control_tls(self, port: int) -> list[TlsHandshake]:
+        if not self.has_control:
+            return []
+        return [t for t in self.m.control.tls if t.port == port and t.sni_role == "target"]
+
+    @cached_property
+    def control_tls_ok(self) -> bool:
+        return any(t.success and t.cert_valid for t in self.control_tls(self.m.port)) or (
+            self.m.scheme == "https" and self.control_final is not None and self.control_final.status is not None
+        )
+
+    def control_tcp_ok(self, port: int) -> bool:
+        if not self.has_control:
+            return False
+        return any(c.success for c in self.m.control.tcp if c.port == port) or (
+            self.control_final is not None and self.control_final.status is not None
+        )
+
+    @cached_property
+    def control_main(self) -> list[HttpRequest]:
+        if not self.has_control:
+            return []
+        return [h for h in self.m.control.http if h.kind == "main"]
+
+    @cached_property
+    def control_final(self) -> HttpRequest | None:
+        return self.control_main[-1] if self.control_main else None
+
+    @cached_property
+    def control_http_ok(self) -> bool:
+        return self.control_final is not None and self.control_final.status is not None
+
+    # --- local TCP / TLS / HTTP ------------------------------------------------------
+
+    @cached_property
+    def local_main(self) -> list[HttpRequest]:
+        return [h for h in self.m.http if h.kind == "main"]
+
+    @cached_property
+    def local_final(self) -> HttpRequest | None:
+        return self.local_main[-1] if self.local_main else None
+
+    @cached_property
+    def fallbacks(self) -> list[HttpRequest]:
+        return [h for h in self.m.http if h.kind == "http_fallback"]
+
+    def target_tls(self, port: int) -> list[TlsHandshake]:
+        return [t for t in self.m.tls if t.port == port and t.sni_role == "target"]
+
+    def benign_tls(self, ip: str, port: int) -> list[TlsHandshake]:
+        return [t for t in self.m.tls if t.port == port and t.ip == ip and t.sni_role == "control"]
+
+    @cached_property
+    def tls_valid_ips(self) -> set[str]:
+        """Local addresses that presented a valid certificate for the name: genuine."""
+        return {t.ip for t in self.m.tls if t.sni_role == "target" and t.success and t.cert_valid}
+
+    def response_ip(self, h: HttpRequest) -> str | None:
+        if h.address:
+            return host_of(h.address)
+        host = URL(h.url).host
+        return host.strip("[]") if host and _ip(host) else None
