@@ -106,12 +106,16 @@ def same_page(c: dict) -> bool:
 
 
 def _differs_from_control(v: View, h: HttpRequest) -> bool | None:
+    """Strict sameness for clearing a fingerprint: the same body, or the same length
+    and title. OONI's looser test (any one of length, uncommon headers, title) is how an
+    ISP blockpage that shared a header with the real site was scored accessible."""
     ctrl = v.control_final
     if ctrl is None or ctrl.status is None:
         return None
     if h.body_sha256 and h.body_sha256 == ctrl.body_sha256:
         return False
-    return not same_page(compare(h, ctrl))
+    c = compare(h, ctrl)
+    return not (c["status_match"] is not False and c["body_length_match"] and c["title_match"] is not False)
 
 
 def _blockpage(v: View) -> tuple[Match, HttpRequest] | None:
@@ -153,7 +157,11 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
     if final.status is None:
         failure = final.failure or F.UNKNOWN_FAILURE
         local = Evidence(f"the HTTP request to {final.url} failed: {failure}", {"failure": failure, "hop": final.hop})
-        if upstream or (m.scheme == "https" and final.hop == 0 and tls.rule_id != "no_tls_data"):
+        connected = any(c.success for c in m.tcp if c.port == m.port)
+        if upstream or (final.hop == 0 and m.tcp and not connected) or (
+            m.scheme == "https" and final.hop == 0 and tls.rule_id != "no_tls_data"
+        ):
+            # the same failure seen by an earlier step, which judged it (or set it aside)
             return _f("upstream_failure", 0, 0, 0, None, local)
         if failure in CERT_FAILURES:
             return _f("tls_failure_on_redirect", 0, 0, 0, None, local)
