@@ -109,11 +109,11 @@ def explain_measurement(
         f"classifier {v['classifier_version']}; measurement {mid}",
     ]
     if layers:
-        lines.append("  layer  blocked  down    ok      rule")
+        lines.append(f"  {'layer':<6} {'blocked':<8}{'down':<8}{'ok':<8}rule")
         for name in [*(n for n in LAYERS if n in layers), *(n for n in layers if n not in LAYERS)]:
             f = layers[name] or {}
             lines.append(
-                f"  {name:<5}  {_num(f.get('blocked'))}  {_num(f.get('down'))}  {_num(f.get('ok'))}  "
+                f"  {name:<6} {_num(f.get('blocked'))}{_num(f.get('down'))}{_num(f.get('ok'))}"
                 f"{f.get('rule_id') or '-'}" + (f" -> {f['verdict']}" if f.get("verdict") else "")
             )
     else:
@@ -123,7 +123,7 @@ def explain_measurement(
 
 
 def _num(value: Any) -> str:
-    return f"{value:<6.2f}" if isinstance(value, (int, float)) else f"{'-':<6}"
+    return f"{value:<8.2f}" if isinstance(value, (int, float)) else f"{'-':<8}"
 
 
 def explain(db: sqlite_utils.Database, ref: str, *, db_option: str | None = None,

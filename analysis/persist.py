@@ -17,6 +17,11 @@ from probe.records import utcnow
 from .verdicts import Verdict
 
 
+def version_key(version: str) -> tuple:
+    """'1.10.0' after '1.9.0': compare as numbers, not text."""
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+
+
 def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
     return {
         "measurement_id": measurement_id,
@@ -46,10 +51,10 @@ def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None
     (list of {text, fields}). The latest classifier version present is used unless one
     is named."""
     if classifier_version is None:
-        row = db.execute("select max(classifier_version) from verdicts").fetchone()
-        classifier_version = row[0] if row else None
-        if classifier_version is None:
+        versions = [r[0] for r in db.execute("select distinct classifier_version from verdicts")]
+        if not versions:
             return
+        classifier_version = max(versions, key=version_key)
     sql = """
         select m.measurement_id, m.url, m.hostname as domain, m.category, m.started_at as measured_at,
                r.run_id, r.cc, r.asn, r.network_name,

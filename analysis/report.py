@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -100,11 +100,19 @@ def collect(dbs: Sequence[sqlite_utils.Database], classifier_version: str | None
 # --- small helpers shared by the structures and the renderers ---------------------------
 
 
+def network_sort_key(network: str) -> tuple:
+    """``BY/AS6697`` before ``BY/AS25106``: ASNs in numeric order, within a country."""
+    cc, _, asn = network.partition("/")
+    digits = asn[2:] if asn[:2].upper() == "AS" else asn
+    return (cc, int(digits) if digits.isdigit() else float("inf"), asn)
+
+
 def network_of(row: Row) -> str:
     """``BY/AS6697``: the censor's policy follows country and ASN, not the volunteer."""
-    cc = row.get("cc") or "??"
-    asn = row.get("asn") or "AS?"
-    return f"{cc}/{asn}"
+    cc, asn = row.get("cc"), row.get("asn")
+    if not cc and not asn:
+        return "unknown"  # a run without network lookup, e.g. an offline machine
+    return f"{cc or '??'}/{asn or 'AS?'}"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -210,7 +218,7 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "verdicts_seen": seen,
             }
         )
-    out.sort(key=lambda e: ((e["domain"] or "").lower(), e["url"], e["network"]))
+    out.sort(key=lambda e: ((e["domain"] or "").lower(), e["url"], network_sort_key(e["network"])))
     return out
 
 
@@ -248,7 +256,8 @@ def method_counts_by_network(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     per: dict[str, Counter] = defaultdict(Counter)
     for r in _latest_per_site_network(rows):
         per[network_of(r)][r["verdict"]] += 1
-    return {n: {v: c[v] for v in sorted(c, key=_verdict_order)} for n, c in sorted(per.items())}
+    return {n: {v: per[n][v] for v in sorted(per[n], key=_verdict_order)}
+            for n in sorted(per, key=network_sort_key)}
 
 
 def layer_counts(rows: Iterable[Row]) -> dict[str, int]:
@@ -273,7 +282,7 @@ def networks(rows: Iterable[Row]) -> list[Row]:
         name = r.get("network_name")
         if name and name not in entry["names"]:
             entry["names"].append(name)
-    return [info[k] for k in sorted(info)]
+    return [info[k] for k in sorted(info, key=network_sort_key)]
 
 
 def day_matrix(rows: Iterable[Row]) -> tuple[list[str], list[str], dict[str, dict[tuple[str, str], str]]]:
@@ -292,7 +301,7 @@ def day_matrix(rows: Iterable[Row]) -> tuple[list[str], list[str], dict[str, dic
     cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
     for (network, url, day), r in latest.items():
         cells[network][(url, day)] = r["verdict"]
-    return sites, days, {n: cells[n] for n in sorted(cells)}
+    return sites, days, {n: cells[n] for n in sorted(cells, key=network_sort_key)}
 
 
 def site_labels(rows: Iterable[Row]) -> dict[str, str]:
@@ -356,18 +365,18 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
 VERDICT_COLOURS: dict[str, str] = {
     "ok": "#2ca02c",
     "down": "#7f7f7f",
-    "error": "#cfcfcf",
+    "error": "#d9d9d9",
     "dns.nxdomain": "#08306b",
-    "dns.bogon": "#08519c",
-    "dns.blockpage": "#3182bd",
+    "dns.bogon": "#2171b5",
+    "dns.blockpage": "#41b6c4",
     "dns.injection": "#6baed6",
-    "dns.inconsistent": "#bdd7e7",
+    "dns.inconsistent": "#c6dbef",
     "tcp.timeout": "#3f007d",
     "tcp.reset": "#756bb1",
     "tcp.refused": "#bcbddc",
-    "tls.reset": "#a63603",
-    "tls.timeout": "#fd8d3c",
-    "tls.mitm": "#fdd0a2",
+    "tls.reset": "#cc4c02",
+    "tls.timeout": "#fe9929",
+    "tls.mitm": "#fee391",
     "http.reset": "#67000d",
     "http.timeout": "#cb181d",
     "http.blockpage": "#fb6a4a",
@@ -470,10 +479,10 @@ def render_terminal(report: Report, console: Any) -> None:
             Text(s["url"]),
             Text(s["network"]),
             Text(s["verdict"], style=terminal_style(s["verdict"])),
-            _conf(s["confidence"]),
-            f"{s['agree']}/{s['total']}",
-            short_time(s["first_seen"]),
-            short_time(s["last_measured"]),
+            Text(_conf(s["confidence"])),
+            Text(f"{s['agree']}/{s['total']}"),
+            Text(short_time(s["first_seen"])),
+            Text(short_time(s["last_measured"])),
             seen,
         )
     console.print(table)
@@ -482,7 +491,7 @@ def render_terminal(report: Report, console: Any) -> None:
 
 def _counts_table(report: Report, Table: Any, Text: Any) -> Any:
     nets = list(report.counts_by_network)
-    table = Table(title="counts by method (latest verdict per site and network)")
+    table = Table(title="counts by method", caption="latest verdict per site and network")
     table.add_column("verdict")
     table.add_column("total", justify="right")
     for n in nets:
@@ -576,8 +585,20 @@ def render_markdown(report: Report) -> str:
 # --- HTML ------------------------------------------------------------------------------
 
 
-def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
-    """The heat map as PNG bytes, and the verdicts it shows (for its legend).
+HEATMAP_DPI = 150  # drawn at 150 dpi, shown at 125 dpi's size: larger than print, sharp on dense screens
+HEATMAP_SHOW_DPI = 125
+MAX_HEATMAP_PX = 30000  # beyond this a browser struggles; very long lists get a lower dpi
+
+
+class Heatmap(NamedTuple):
+    png: bytes
+    verdicts: list[str]  # those the chart shows, in the spec's order
+    css_width: int  # the size to show it at, in CSS pixels (as if drawn at HEATMAP_SHOW_DPI)
+    css_height: int
+
+
+def heatmap_png(rows: list[Row], dpi: int = HEATMAP_DPI) -> Heatmap:
+    """The heat map as PNG bytes, the verdicts it shows, and the size to display it at.
 
     Rows are sites (labelled by domain), columns UTC days, one panel per network; each
     cell is the latest verdict of that site on that day. Height grows with the number
@@ -592,6 +613,7 @@ def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
     import matplotlib
     import numpy as np
 
+    rows = list(rows)
     sites, days, cells = day_matrix(rows)
     labels = site_labels(rows)
     present = sorted({v for per in cells.values() for v in per.values()}, key=_verdict_order)
@@ -600,14 +622,23 @@ def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
     n_sites, n_days = max(len(sites), 1), max(len(days), 1)
 
     row_h = 0.24  # inches per site: 8 pt labels stay legible
-    panel_w = max(2.2, 0.34 * n_days)
+    panel_w = min(max(2.2, 0.34 * n_days), 14.0)  # a year of days still fits a screen, cells thinner
     label_w = min(3.2, 0.8 + 0.065 * max((len(labels.get(s, s)) for s in sites), default=10))
-    height = 1.6 + row_h * n_sites
+    days_on_top = n_sites > 40
+    top_margin = 1.2 if days_on_top else 0.35
+    height = 1.05 + top_margin + row_h * n_sites
     width = label_w + panel_w * len(nets) + 2.6  # the legend sits on the right
+    dpi = min(dpi, int(MAX_HEATMAP_PX / max(width, height)))
+    site_pos = {s: i for i, s in enumerate(sites)}
+    day_pos = {d: i for i, d in enumerate(days)}
+    grid = 0.5 if n_days <= 60 else 0.0  # cell borders would hide narrow cells
 
-    with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 8, "svg.fonttype": "none"}):
+    with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 8}):
         fig = Figure(figsize=(width, height), dpi=dpi)
         FigureCanvasAgg(fig)
+        # margins in inches, not fractions: the figure can be 50 inches tall
+        fig.subplots_adjust(top=1 - top_margin / height, bottom=0.9 / height, left=label_w / width,
+                            right=1 - 2.6 / width, wspace=0.06 * len(nets))
         axes = fig.subplots(1, len(nets), sharey=True, squeeze=False)[0]
         cmap = ListedColormap([verdict_colour(v) for v in present] or [NO_DATA_COLOUR]).with_extremes(
             bad=NO_DATA_COLOUR)
@@ -615,10 +646,10 @@ def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
         for ax, net in zip(axes, nets):
             data = np.full((n_sites, n_days), np.nan)
             for (url, day), verdict in cells.get(net, {}).items():
-                data[sites.index(url), days.index(day)] = index[verdict]
+                data[site_pos[url], day_pos[day]] = index[verdict]
             any_gap = any_gap or bool(np.isnan(data).any())
             ax.pcolormesh(np.ma.masked_invalid(data), cmap=cmap, vmin=-0.5, vmax=max(len(present), 1) - 0.5,
-                          edgecolors="#e6e6e6", linewidth=0.5)
+                          edgecolors="#e6e6e6", linewidth=grid)
             ax.set_title(net, fontsize=9, fontweight="bold")
             ax.set_xticks([i + 0.5 for i in range(len(days))])
             step = max(1, len(days) // 40)
@@ -626,6 +657,8 @@ def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
             ax.set_xlim(0, n_days)
             ax.set_ylim(n_sites, 0)  # first site on top, as in the tables
             ax.tick_params(length=0)
+            if days_on_top:  # a tall chart: the days on top too, so no scrolling back to read them
+                ax.tick_params(labeltop=True)
             for spine in ax.spines.values():
                 spine.set_visible(False)
         axes[0].set_yticks([i + 0.5 for i in range(len(sites))])
@@ -636,10 +669,11 @@ def heatmap_png(rows: list[Row], dpi: int = 100) -> tuple[bytes, list[str]]:
             handles.append(Patch(facecolor=NO_DATA_COLOUR, edgecolor="#999999", label="not measured"))
         axes[-1].legend(handles=handles, title="verdict", loc="upper left", bbox_to_anchor=(1.02, 1.0),
                         frameon=False, fontsize=8, title_fontsize=9, borderaxespad=0)
-        fig.suptitle("Latest verdict per site and day", fontsize=10, fontweight="bold")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
-    return buf.getvalue(), present
+    png = buf.getvalue()
+    px_w, px_h = (int.from_bytes(png[i:i + 4], "big") for i in (16, 20))
+    return Heatmap(png, present, px_w * HEATMAP_SHOW_DPI // dpi, px_h * HEATMAP_SHOW_DPI // dpi)
 
 
 _CSS = """
@@ -653,7 +687,8 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0 12px}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.url,td.ev{word-break:break-all}td.ev{min-width:260px;max-width:520px}
+td.url,td.nw{white-space:nowrap}td.t{min-width:5.5em}td.ev{overflow-wrap:anywhere;min-width:220px;max-width:520px}
+div.scroll{overflow-x:auto}div.hist{display:flex;flex-wrap:wrap;gap:0 28px}
 td.ev ul{margin:0;padding-left:16px}
 .v{display:inline-block;padding:1px 6px;border-radius:3px;font-family:"DejaVu Sans Mono",monospace;font-size:11px;
  white-space:nowrap}
@@ -677,14 +712,14 @@ def _badge(verdict: str) -> str:
 
 def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], classes: Sequence[str] = ()) -> str:
     """Cells are already-escaped HTML fragments; header strings are escaped here."""
-    out = ["<table><thead><tr>", *(f"<th>{_e(h)}</th>" for h in header), "</tr></thead><tbody>"]
+    out = ['<div class="scroll"><table><thead><tr>', *(f"<th>{_e(h)}</th>" for h in header), "</tr></thead><tbody>"]
     for row in rows:
         out.append("<tr>")
         for i, cell in enumerate(row):
             cls = classes[i] if i < len(classes) and classes[i] else ""
             out.append(f'<td class="{cls}">{cell}</td>' if cls else f"<td>{cell}</td>")
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -697,7 +732,7 @@ def render_html(report: Report) -> str:
     """One self-contained HTML file (inline CSS, the heat map as a base64 PNG, no
     external resource, no script) that a volunteer can mail or open offline; a
     Content-Security-Policy forbids anything else even if a browser were tricked."""
-    png, shown = heatmap_png(report.rows) if report.rows else (b"", [])
+    chart = heatmap_png(report.rows) if report.rows else None
     present = sorted({r["verdict"] for r in report.rows}, key=_verdict_order)
     parts = [
         "<!DOCTYPE html>",
@@ -713,11 +748,12 @@ def render_html(report: Report) -> str:
         "</dl>",
         "<h2>Latest verdict per site and day</h2>",
     ]
-    if png:
+    if chart:
         parts.append(
             '<figure><img alt="heat map: rows are sites, columns are days (UTC), one panel per network, '
-            'cells coloured by the latest verdict of that day" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
+            f'cells coloured by the latest verdict of that day" width="{chart.css_width}" '
+            f'height="{chart.css_height}" src="data:image/png;base64,{base64.b64encode(chart.png).decode("ascii")}">'
+            "</figure>"
         )
     else:
         parts.append('<p class="note">No classified measurements.</p>')
@@ -728,7 +764,7 @@ def render_html(report: Report) -> str:
         parts.append(f'<li><span class="sw" style="background:{verdict_colour(v)}"></span>'
                      f"<code>{_e(v)}</code> ({flag}): {_e(meaning)}</li>")
     parts.append("</ul>")
-    if shown != present and png:
+    if chart and chart.verdicts != present:
         parts.append('<p class="note">The legend lists every verdict in the data; a verdict replaced later '
                      "the same day appears in the tables only.</p>")
 
@@ -741,7 +777,7 @@ def render_html(report: Report) -> str:
         cells[11] = _evidence_html(s["evidence"])
         site_rows.append(cells)
     parts.append(_html_table(SITE_COLUMNS, site_rows,
-                             ("url", "", "", "", "num", "num", "", "", "", "", "", "ev")))
+                             ("url", "nw", "", "", "num", "num", "t", "t", "t", "t", "", "ev")))
 
     parts.append("<h2>Counts by method</h2>")
     parts.append('<p class="note">Latest verdict per site and network; "blocked at" counts blocked pairs by the '
@@ -753,14 +789,15 @@ def render_html(report: Report) -> str:
         count_rows.append([first, *(_e(c) for c in row[1:])])
     parts.append(_html_table(header, count_rows, ("", "", *(["num"] * (len(header) - 2)))))
 
-    parts.append("<h2>History per site</h2>")
+    parts.append('<h2>History per site</h2><div class="hist">')
     for url, entries in report.history.items():
-        parts.append(f"<h3>{_e(url)}</h3>")
+        parts.append(f"<section><h3>{_e(url)}</h3>")
         parts.append(_html_table(
             ("measured (UTC)", "network", "verdict", "confidence"),
             ([_e(short_time(e["measured_at"])), _e(e["network"]), _badge(e["verdict"]), _e(_conf(e["confidence"]))]
              for e in entries),
-            ("", "", "", "num"),
+            ("t", "nw", "", "num"),
         ))
-    parts.append("</body></html>")
+        parts.append("</section>")
+    parts.append("</div></body></html>")
     return "\n".join(parts) + "\n"

@@ -110,8 +110,6 @@ async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[
                     late_tasks=late_tasks,
                 )
             )
-    if config.dns_sink:
-        jobs.append(_sink_query(hostname, config))
     if config.doh_url and session is not None:
         for qtype in ("A", "AAAA"):
             jobs.append(dnsstep.resolve_doh(hostname, qtype, config.doh_url, session, timeout=config.dns_timeout))
@@ -215,7 +213,17 @@ async def measure_url(
     opts = config.fetch_options()
     late_tasks: list[asyncio.Task] = []
     control_task: asyncio.Task | None = None
+    sink_task: asyncio.Task | None = None
     try:
+        # The sink usually stays silent until its timeout: let that wait overlap the
+        # other steps instead of holding up the DNS phase.
+        sink_task = (
+            asyncio.ensure_future(_sink_query(hostname, config))
+            if config.dns_sink and not dnsstep.is_ip(hostname)
+            else None
+        )
+        if sink_task is not None:
+            late_tasks.append(sink_task)
         # The DoH query rides on an unpinned session; the page fetch gets its own below.
         doh_session = new_session({}, contexts.verify, opts) if config.doh_url else None
         try:
@@ -261,6 +269,8 @@ async def measure_url(
             m.control = await control_task
         if late_tasks:
             await asyncio.gather(*late_tasks, return_exceptions=True)
+        if sink_task is not None and not sink_task.cancelled() and sink_task.exception() is None:
+            m.dns.append(sink_task.result())
     except BaseException:
         for t in [control_task, *late_tasks]:
             if t is not None:

@@ -293,6 +293,9 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None) -
         db = sqlite_utils.Database(conn)
         tables = db.table_names()  # the first real read: fails on a corrupt file
         current = schema_version(db)
+        if current == 0 and not create:
+            conn.close()
+            raise StoreError(f"{path} is not a probe database (it is empty); it was left untouched")
         if current == 0 and tables and "schema_version" not in tables:
             conn.close()
             raise StoreError(f"{path} is a SQLite database but not a probe database; it was left untouched")
