@@ -96,7 +96,7 @@ OONI_NAMES: dict[str, str] = {
     SSL_UNKNOWN_AUTHORITY: "ssl_unknown_authority",
     SSL_INVALID_CERTIFICATE: "ssl_invalid_certificate",
     SSL_HANDSHAKE_FAILURE: "ssl_failed_handshake",
-    HTTP_TOO_MANY_REDIRECTS: "http_request_failed",
+    HTTP_TOO_MANY_REDIRECTS: "unknown_failure: stopped after too many redirects",  # OONI v0.5
     HTTP_INVALID_REDIRECT: "http_invalid_redirect_location_host",
     HTTP_PROTOCOL_ERROR: "http_request_failed",
     BODY_TOO_LARGE: "unknown_failure: body_too_large",

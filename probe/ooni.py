@@ -24,9 +24,11 @@ Mapping rules, in one place:
   failure OONI's vocabulary merges, ...) is written into the record's ``tags`` as
   ``bynet:<field>=<JSON>`` (measurement-level ones into ``annotations`` as
   ``bynet_<field>``). OONI's tools ignore tags they do not know; our import reads them
-  back, so our own exports round-trip without loss. The exceptions are the control's
-  records: OONI's THResponse holds one DNS answer set, one result per endpoint and the
-  final HTTP response, without timings, and we keep to that shape.
+  back, so our own exports round-trip without loss. The exception is the control:
+  OONI's THResponse holds one DNS answer set, one result per endpoint and the final HTTP
+  response, without timings, and we keep to that shape (our helper's own answer, kept in
+  ``ControlResult.raw``, is not exported). A control imported from OONI is exported as
+  it came.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlite_utils
+from yarl import URL
 
 from . import __version__, store
 from . import failures as F
@@ -186,6 +189,8 @@ class ImportSummary:
         return self.imported + self.duplicates
 
     def line(self) -> str:
+        """The one-line summary; "skipped" counts other tests and measurements already
+        in the database (both fine), "errors" the documents that could not be read."""
         return (
             f"imported {self.imported} measurements from {self.source} "
             f"({self.skipped + self.duplicates} skipped, {self.errors} errors)"
@@ -256,23 +261,22 @@ class _Ctx:
 # --- tags: our fields that OONI has no place for --------------------------------------------
 
 _NOT_CARRIED = {"query_id", "request_id", "answers", "extra_replies", "peer_certificates", "body_head"}
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "None": (type(None),),
-    "list": (list,),
-}
+_SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
 
 def _type_ok(annotation: str, value: Any) -> bool:
-    """Whether a tag's JSON value fits the dataclass field (tags come from files)."""
+    """Whether a tag's JSON value fits the dataclass field's annotation ("int | None",
+    "list[list[str]]", ...): tags come from files, and rows must stay well-formed."""
     for part in str(annotation).split("|"):
-        base = part.strip().split("[")[0]
-        kinds = _TYPES.get(base, ())
-        if isinstance(value, kinds) and not (isinstance(value, bool) and base in ("int", "float")):
+        part = part.strip()
+        if part == "None" and value is None:
             return True
+        if part.startswith("list[") and part.endswith("]") and isinstance(value, list):
+            if all(_type_ok(part[5:-1], v) for v in value):
+                return True
+        elif part in _SCALARS and isinstance(value, _SCALARS[part]):
+            if not (isinstance(value, bool) and part != "bool"):
+                return True
     return False
 
 
@@ -400,13 +404,13 @@ def _dns_list_from_ooni(queries: Any, duplicates: Any, ctx: _Ctx, side: str) -> 
     for dup in duplicates if isinstance(duplicates, list) else []:
         if not isinstance(dup, dict):
             continue
-        match = _match_duplicate(dup, entries, out)
+        match = _match_duplicate(dup, entries)
         if match is not None:
             out[match].extra_replies.append(_reply_from_ooni(dup, out[match], entries[match], ctx))
     return out
 
 
-def _match_duplicate(dup: dict, entries: list[dict], recs: list[DnsQuery]) -> int | None:
+def _match_duplicate(dup: dict, entries: list[dict]) -> int | None:
     """The query a duplicate reply answers: same transaction, else same resolver/name/type."""
     tid = dup.get("transaction_id")
     key = (_engine(dup.get("engine")), dup.get("resolver_address"), dup.get("hostname"), dup.get("query_type"))
@@ -642,7 +646,7 @@ def _th_records(
             headers=headers,
             location=_header(headers, "location"),
             body_length=length if isinstance(length, int) and length >= 0 else None,
-            title=h.get("title") or None,
+            title=" ".join(str(h.get("title") or "").split()) or None,  # as extract_title gives it
         )
         rec.request_id = ctx.id("control", "http", 0)
         http.append(rec)
@@ -726,12 +730,15 @@ def _measurement_key(top: dict, url: str, fallback_key: str | None) -> str:
     return f"file:{fallback_key}|{url}|{start}"
 
 
-def _addresses(dns: list[DnsQuery], tcp: list[TcpConnect], hostname: str) -> list[str]:
-    """What the probe tried: its resolvers' answers (system first, as the probe orders
-    them), else the addresses it connected to."""
+def _addresses(dns: list[DnsQuery], tcp: list[TcpConnect], url: str, hostname: str) -> list[str]:
+    """What the probe tried for the URL's host: its resolvers' answers for that name
+    (system first, as the probe orders them; OONI 0.5 also resolves redirect targets),
+    else the addresses it connected to."""
+    names = {hostname, (URL(url).raw_host or hostname).lower()}
+    own = [q for q in dns if q.engine != "sink" and q.hostname.lower().rstrip(".") in names] or dns
     order = {"system": 0, "udp": 1, "doh": 2}
     out: list[str] = []
-    for q in sorted((q for q in dns if q.engine != "sink"), key=lambda q: order.get(q.engine, 3)):
+    for q in sorted((q for q in own if q.engine != "sink"), key=lambda q: order.get(q.engine, 3)):
         out += [ip for ip in q.addresses() if ip not in out]
     if not out:
         for c in tcp:
@@ -774,7 +781,7 @@ def ooni_to_measurement(doc: dict, *, fallback_key: str | None = None) -> tuple[
     m.tcp = [_tcp_from_ooni(c, ctx) for c in tk.get("tcp_connect") or [] if isinstance(c, dict)]
     m.tls = [_tls_from_ooni(h, ctx) for h in tk.get("tls_handshakes") or [] if isinstance(h, dict)]
     m.http = _http_list_from_ooni(tk.get("requests"), ctx, "local")
-    m.addresses = _addresses(m.dns, m.tcp, hostname)
+    m.addresses = _addresses(m.dns, m.tcp, url, hostname)
     _apply(m, {k: v for k, v in ours.items() if k in _MEASUREMENT_FIELDS})
 
     helpers = top.get("test_helpers") if isinstance(top.get("test_helpers"), dict) else {}
@@ -969,7 +976,7 @@ def _requests_to_ooni(http: list[HttpRequest], ctx: _Ctx) -> list[dict]:
     return entries
 
 
-def _th_response(c: ControlResult, hostname: str) -> dict:
+def _th_response(c: ControlResult) -> dict:
     """Our control's records in the shape of OONI's THResponse (ooni.md 1.3)."""
     queries = [q for q in c.dns if q.engine == "system"] or c.dns
     addrs: list[str] = []
@@ -1042,7 +1049,7 @@ def _control_to_ooni(c: ControlResult | None, ctx: _Ctx) -> tuple[dict | None, s
             again = None
         if again is not None and _records_without_ids(*again) == _records_without_ids(c.dns, c.tcp, c.tls, c.http):
             return c.raw, None
-    return _th_response(c, ctx.hostname), None
+    return _th_response(c), None
 
 
 def _second(dt: datetime) -> datetime:
@@ -1164,8 +1171,9 @@ def measurement_to_ooni(m: Measurement, run: dict) -> dict:
 LineSource = Callable[[], Iterator[str]]
 
 
-def _line_source(path_or_lines: str | Path | Iterable[str]) -> tuple[LineSource, str | None]:
-    """A way to read the input's lines again (the import reads twice), and its path."""
+def _line_source(path_or_lines: str | Path | Iterable[str]) -> LineSource:
+    """A way to read the input's lines again: the import reads them twice, so that a
+    large JSONL file is never held in memory."""
     if isinstance(path_or_lines, (str, Path)):
         path = Path(path_or_lines)
         if not path.exists():
@@ -1190,9 +1198,9 @@ def _line_source(path_or_lines: str | Path | Iterable[str]) -> tuple[LineSource,
             except (OSError, EOFError) as exc:
                 raise OoniImportError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
 
-        return lines, str(path)
+        return lines
     kept = list(path_or_lines)
-    return (lambda: iter(kept)), None
+    return lambda: iter(kept)
 
 
 def _documents(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
@@ -1219,7 +1227,8 @@ def _documents(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
         json.loads(first)
         jsonl = True
     except ValueError:
-        jsonl = len(content) == 2 and buffered[content[1]].lstrip().startswith("{")
+        # a broken first record of a JSONL file, not a pretty-printed document or list
+        jsonl = first.lstrip().startswith("{") and len(content) == 2 and buffered[content[1]].lstrip().startswith("{")
     if jsonl:
         for n, line in enumerate(itertools.chain(buffered, lines), 1):
             stripped = line.strip()
@@ -1339,7 +1348,7 @@ def import_ooni(
     A bad line or another test's measurement is counted and named in ``messages``; only
     an input that cannot be read at all raises (OoniImportError).
     """
-    lines, _ = _line_source(path_or_lines)
+    lines = _line_source(path_or_lines)
     summary = ImportSummary(source=source)
     hasher = hashlib.sha256()
 
@@ -1396,13 +1405,19 @@ class OoniExportError(Exception):
     """Nothing to export as asked (e.g. an unknown run id): a one-line reason."""
 
 
+def find_run(db: sqlite_utils.Database, run_id: str) -> str:
+    """The full id of a run given by id or unique prefix; OoniExportError if none."""
+    run = store.get_run(db, run_id)
+    if run is None:
+        raise OoniExportError(f"no run {run_id!r} in this database (see `probe show`)")
+    return run["run_id"]
+
+
 def export_ooni(db: sqlite_utils.Database, out: IO[str], *, run_id: str | None = None) -> int:
-    """Write measurements (of one run, or all) as OONI JSONL; returns how many."""
+    """Write measurements (of one run, or all) as OONI JSONL, oldest first; returns how
+    many. Measurements are loaded one at a time, so memory does not grow with the run."""
     if run_id is not None:
-        run = store.get_run(db, run_id)
-        if run is None:
-            raise OoniExportError(f"no run {run_id!r} in this database (see `probe show`)")
-        where, params = "where run_id = ?", [run["run_id"]]
+        where, params = "where run_id = ?", [find_run(db, run_id)]
     else:
         where, params = "", []
     runs: dict[str, dict] = {}

@@ -173,7 +173,8 @@ async def tls_handshake(
     try:
         obj = await asyncio.wait_for(_handshake(ip, port, server_name, context, progress), timeout)
         rec.success = True
-        rec.cert_valid = True
+        # a context that verifies nothing (the benign-SNI retry) proves nothing about the certificate
+        rec.cert_valid = True if context.verify_mode != ssl.CERT_NONE else None
         rec.tls_version = obj.version()
         rec.cipher = (obj.cipher() or (None,))[0]
         rec.alpn = obj.selected_alpn_protocol()
