@@ -81,7 +81,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a measurement whose time OO
 # --- failure strings -------------------------------------------------------------------
 
 # OONI strings that several of ours share cannot be mapped back to one of them.
+# http_request_failed is OONI's catch-all for a failed HTTP round trip: broader than
+# our http_protocol_error, so it is not mapped back to it either.
 _AMBIGUOUS = {theirs for theirs in F.OONI_NAMES.values() if list(F.OONI_NAMES.values()).count(theirs) > 1}
+_AMBIGUOUS.add("http_request_failed")
 _FROM_OONI: dict[str, str] = {theirs: ours for ours, theirs in F.OONI_NAMES.items() if theirs not in _AMBIGUOUS}
 _FROM_OONI.update(
     {
