@@ -62,6 +62,11 @@ def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
         if _is_down(f):
             return Verdict("down", False, round(f.down, 3), name, f.rule_id, list(f.evidence), layers)
 
+    broken = [layers[n] for n in LAYERS if layers[n].error]
+    if broken:
+        f = broken[0]
+        return Verdict("error", False, 0.5, f.layer, f.rule_id, list(f.evidence), layers)
+
     oks = [layers[n] for n in LAYERS if layers[n].ok > 0]
     if not oks:
         evidence = [e for n in LAYERS for e in layers[n].evidence] or [Evidence("nothing was measured")]

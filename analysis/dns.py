@@ -44,12 +44,16 @@ def classify_dns(v: View) -> LayerFinding:
                      {"resolver": q.resolver, "first": q.addresses(), "second": other}),
         )
 
-    # 2. An answer that is a known censor's address.
+    # 2. An answer that is a known censor's address (and not what everyone gets: some
+    # lists name 127.0.0.1, which sites also misuse for themselves).
     for ip in v.local_answers:
+        if ip in v.control_answers:
+            continue
         matches = [x for x in v.ctx.fingerprints.match_dns(ip) if not x.fingerprint.is_false_positive]
-        if matches:
-            fp = matches[0].fingerprint
-            score = 1.0 if (v.ctx.cc and v.ctx.cc in fp.countries) else 0.9
+        in_country = [x for x in matches if v.ctx.cc and v.ctx.cc in x.fingerprint.countries]
+        if matches and (in_country or not v.is_bogon(ip)):
+            fp = (in_country or matches)[0].fingerprint
+            score = 1.0 if in_country else 0.9
             return _finding(
                 "answer_matches_fingerprint", score, 0, 1 - score, "dns.blockpage",
                 Evidence(f"the local answer {ip} is a known blockpage address ({fp.name}, {'/'.join(fp.countries) or 'any country'})",
@@ -92,6 +96,36 @@ def classify_dns(v: View) -> LayerFinding:
                         Evidence(f"the control resolves {', '.join(sorted(v.control_answers)[:4]) or 'nothing'}"))
 
     # 5. Consistency with what the name really resolves to.
+    shared = sorted(set(v.local_answers) & v.reference_answers)
+    if shared:
+        return _finding("answer_matches_ctrl", 0, 0, 0.9, None,
+                        Evidence(f"the control gets the same address {shared[0]}"))
+    if v.control_dns_failed:
+        differ = Evidence(
+            f"the local resolver answers {', '.join(v.local_answers[:4])}, but the control finds no address at all",
+            {"local": v.local_answers, "control": []},
+        )
+    else:
+        differ = Evidence(
+            f"the local answer {', '.join(v.local_answers[:4])} shares nothing with the control's "
+            f"{', '.join(sorted(v.reference_answers)[:4]) or '(no control)'}",
+            {"local": v.local_answers, "control": sorted(v.reference_answers)},
+        )
+    # What does the odd address serve? A blockpage there settles it, even when the
+    # address also relays TLS for the name (a transparent proxy does both).
+    for h in [*v.local_main, *v.fallbacks]:
+        ip = v.response_ip(h)
+        if ip not in v.local_answers:
+            continue
+        matches = [x for x in v.ctx.fingerprints.match_http(h) if not x.fingerprint.is_false_positive]
+        confirming = [x for x in matches if x.fingerprint.confirms]
+        if not confirming and v.reference_answers:
+            confirming = matches  # a vague word counts when we know the address is not the site's
+        if confirming:
+            x = confirming[0]
+            return _finding("answer_serves_blockpage", 0.95, 0, 0.05, "dns.blockpage", differ,
+                            Evidence(f"{ip} serves a blockpage: {x.describe()}",
+                                     {"address": ip, "fingerprint": x.fingerprint.name, "url": h.url}))
     proven = [ip for ip in v.local_answers if ip in v.tls_valid_ips]
     if proven:
         return _finding("tls_consistent_answer", 0, 0, 1.0, None,
@@ -100,39 +134,20 @@ def classify_dns(v: View) -> LayerFinding:
     if valid_at_ctrl:
         return _finding("answer_valid_from_ctrl", 0, 0, 0.95, None,
                         Evidence(f"the control got a valid certificate for {m.hostname} from {valid_at_ctrl[0]}"))
-    if not v.reference_answers:
+    if not v.reference_answers and not v.control_dns_failed:
         return _finding("no_reference", 0, 0, 0, None,
                         Evidence("no control answer to compare the local answer with"))
-    shared = sorted(set(v.local_answers) & v.reference_answers)
-    if shared:
-        return _finding("answer_matches_ctrl", 0, 0, 0.9, None,
-                        Evidence(f"the control gets the same address {shared[0]}"))
     local_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.local_answers} - {None, 0}
     ctrl_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.reference_answers} - {None, 0}
     if local_asns & ctrl_asns:
         return _finding("answer_asn_matches_ctrl", 0.2, 0, 0.8, None,
                         Evidence(f"local and control addresses are in the same network (AS{sorted(local_asns & ctrl_asns)[0]})"))
-
-    differ = Evidence(
-        f"the local answer {', '.join(v.local_answers[:4])} shares nothing with the control's "
-        f"{', '.join(sorted(v.reference_answers)[:4])}",
-        {"local": v.local_answers, "control": sorted(v.reference_answers)},
-    )
-    # What does the odd address serve? A blockpage there settles it.
-    for h in [*v.local_main, *v.fallbacks]:
-        ip = v.response_ip(h)
-        if ip not in v.local_answers:
-            continue
-        matches = [x for x in v.ctx.fingerprints.match_http(h) if not x.fingerprint.is_false_positive]
-        confirming = [x for x in matches if x.fingerprint.confirms] or matches
-        if confirming:
-            x = confirming[0]
-            return _finding("answer_serves_blockpage", 0.95, 0, 0.05, "dns.blockpage", differ,
-                            Evidence(f"{ip} serves a blockpage: {x.describe()}",
-                                     {"address": ip, "fingerprint": x.fingerprint.name, "url": h.url}))
     # A CDN or geo-DNS answer serves the same page: not tampering.
     final, ctrl = v.local_final, v.control_final
-    if final and ctrl and final.status and ctrl.status and final.title and final.title == ctrl.title:
+    if (final and ctrl and final.status and ctrl.status and final.title and final.title == ctrl.title
+            and v.response_ip(final) in v.local_answers):
         return _finding("http_consistent_answer", 0.1, 0, 0.7, None, differ,
                         Evidence(f"but it serves the same page as the control ({final.title!r}): a CDN or geo-DNS answer"))
+    if v.control_dns_failed:
+        return _finding("answer_for_missing_name", 0.8, 0.1, 0.1, "dns.inconsistent", differ)
     return _finding("dns_answer_unmatched", 0.75, 0, 0.25, "dns.inconsistent", differ)

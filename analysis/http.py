@@ -23,8 +23,9 @@ from probe.records import HttpRequest
 
 from .fingerprints import Match
 from .tcpip import RESET_LIKE
+from .tcpip import VERDICT_FOR as TCP_VERDICT_FOR
 from .verdicts import Evidence, LayerFinding
-from .view import CERT_FAILURES, View
+from .view import CERT_FAILURES, HopSteps, View, norm_host
 
 BODY_PROPORTION_MIN = 0.7  # OONI's body_length_match threshold
 TITLE_WORD_MIN_CHARS = 4  # OONI uses 5 *bytes*; characters treat Cyrillic fairly
@@ -135,6 +136,80 @@ def _blockpage(v: View) -> tuple[Match, HttpRequest] | None:
     return weak
 
 
+def _step_verdict(steps: HopSteps, failure: str) -> tuple[str, float, str, list[Evidence]] | None:
+    """The first of the hop's own steps (DNS, TCP, TLS) that failed, as that layer's
+    verdict: a redirect to a host whose name, address or SNI is blocked is blocked there,
+    not "at HTTP" (OONI reports all of these as http-failure)."""
+    name = f"{steps.host}:{steps.port}"
+    if steps.dns and not steps.answers:
+        fails = sorted({q.failure for q in steps.dns if q.failure}) or [F.DNS_NO_ANSWER]
+        return "dns.nxdomain", 0.8, "redirect_target_dns_failure", [
+            Evidence(f"the redirect target {steps.host} does not resolve here: {', '.join(fails)}",
+                     {"host": steps.host, "failures": fails})]
+    if steps.tcp and not any(c.success for c in steps.tcp):
+        fails = sorted({c.failure or F.UNKNOWN_FAILURE for c in steps.tcp})
+        main = next((f for f in (F.CONNECTION_REFUSED, F.CONNECTION_RESET, F.GENERIC_TIMEOUT) if f in fails), fails[0])
+        verdict = TCP_VERDICT_FOR.get(main, "tcp.timeout")
+        return verdict, 0.75 if main == F.GENERIC_TIMEOUT else 0.8, "redirect_target_tcp_failure", [
+            Evidence(f"every TCP connect to the redirect target {name} failed here ({', '.join(fails)})",
+                     {"host": steps.host, "port": steps.port, "failures": fails})]
+    if steps.scheme == "https" and steps.tls and not any(t.success for t in steps.tls):
+        t = steps.tls[0]
+        if t.failure in CERT_FAILURES:
+            verdict, score = "tls.mitm", 0.8
+        elif t.failure == F.GENERIC_TIMEOUT:
+            verdict, score = "tls.timeout", 0.7
+        else:
+            verdict, score = "tls.reset", 0.8
+        stage = f" {t.failure_stage.replace('_', ' ')}" if t.failure_stage else ""
+        return verdict, score, "redirect_target_tls_failure", [
+            Evidence(f"the TLS handshake with the redirect target {name} (SNI {t.server_name}) failed{stage}: {t.failure}",
+                     {"host": steps.host, "failure": t.failure, "stage": t.failure_stage})]
+    return None
+
+
+def hop_failure(v: View, final: HttpRequest, failure: str, handshaken: bool) -> tuple[str, float, str, list[Evidence]]:
+    """(verdict, blocked score, rule id, evidence) for a fetch whose last hop failed
+    while the control's succeeded: judged on that hop's own DNS/TCP/TLS when they were
+    measured, else on the failure string and the scheme."""
+    if failure == F.HTTP_INVALID_REDIRECT:
+        return "http.diff", 0.6, "invalid_redirect", [
+            Evidence(f"hop {final.hop} redirects here to a location that cannot be followed "
+                     f"({final.location!r}), which the control does not get", {"location": final.location})]
+    if failure == F.HTTP_TOO_MANY_REDIRECTS:
+        return "http.diff", 0.6, "redirect_loop", [
+            Evidence("the redirects here never end, while the control reaches a page")]
+    if failure == F.HTTP_PROTOCOL_ERROR:
+        return "http.diff", 0.6, "invalid_http_reply", [Evidence("the reply here is not valid HTTP")]
+    steps = v.hop_steps(final)
+    other_host = steps is not None and norm_host(steps.host) != v.host_key
+    if steps is not None and (other_host or final.hop > 0):
+        judged = _step_verdict(steps, failure)
+        if judged is not None:
+            return judged
+    https = final.url.startswith("https://")
+    if failure.startswith("dns_"):
+        return "dns.nxdomain", 0.8, "redirect_target_dns_failure", [
+            Evidence("a redirect target's name does not resolve here")]
+    if failure == F.CONNECTION_REFUSED:
+        return "tcp.refused", 0.75, "redirect_target_refused", []
+    if failure in (F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE):
+        return "tcp.timeout", 0.6, "redirect_target_unreachable", []
+    if failure in CERT_FAILURES:
+        return "tls.mitm", 0.6, "redirect_target_bad_certificate", []
+    no_tls_record = https and other_host and not (steps and steps.tls)
+    if failure in RESET_LIKE:
+        if no_tls_record:
+            # an https hop with no handshake recorded: a reset there most likely cut the
+            # handshake (SNI filtering), but it is not proven
+            return "tls.reset", 0.6, "reset_on_https_hop", [
+                Evidence("no TLS handshake with that host was recorded: the reset probably came during it")]
+        return "http.reset", 0.8, "failure_ctrl_ok", []
+    if failure == F.GENERIC_TIMEOUT:
+        return "http.timeout", 0.75, "failure_ctrl_ok", []
+    return "http.reset", 0.6, "failure_ctrl_ok", []
+
+
 def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFinding) -> LayerFinding:
     m = v.m
     final = v.local_final
@@ -154,30 +229,32 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
         return _f("matches_fingerprint", score, 0, 1 - score, "http.blockpage", *ev)
 
     upstream = [f for f in (dns, tcp, tls) if f.verdict is not None and f.blocked > f.ok]
-    if final.status is None:
+    # A response that broke off (throttled body, too many redirects) is a failed fetch.
+    if final.status is None or final.failure not in (None, F.BODY_TOO_LARGE):
         failure = final.failure or F.UNKNOWN_FAILURE
         local = Evidence(f"the HTTP request to {final.url} failed: {failure}", {"failure": failure, "hop": final.hop})
-        connected = any(c.success for c in m.tcp if c.port == m.port)
-        if upstream or (final.hop == 0 and m.tcp and not connected) or (
-            m.scheme == "https" and final.hop == 0 and tls.rule_id != "no_tls_data"
+        connected = any(c.success for c in v.target_tcp(m.port))
+        handshaken = any(t.success for t in v.target_tls(m.port))
+        if upstream or (final.hop == 0 and v.target_tcp(m.port) and not connected) or (
+            m.scheme == "https" and final.hop == 0 and tls.rule_id != "no_tls_data" and not handshaken
         ):
             # the same failure seen by an earlier step, which judged it (or set it aside)
             return _f("upstream_failure", 0, 0, 0, None, local)
-        if failure in CERT_FAILURES:
-            return _f("tls_failure_on_redirect", 0, 0, 0, None, local)
-        if failure == F.GENERIC_TIMEOUT:
-            verdict, score = "http.timeout", 0.75
-        elif failure in RESET_LIKE:
-            verdict, score = "http.reset", 0.8
-        else:
-            verdict, score = "http.reset", 0.6
-        if v.control_http_ok:
-            return _f("failure_ctrl_ok", score, 1 - score, 0, verdict, local,
-                      Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
-        if v.has_control:
+        if v.has_control and not v.control_http_ok:
             return _f("failure_ctrl_also_failing", 0.2, 0.8, 0, None, local,
                       Evidence("the control's request fails too: the site is down"))
-        return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, local)
+        if failure.startswith(F.UNKNOWN_FAILURE):
+            # not a network event we know: the probe itself could not complete the fetch
+            f = _f("probe_failure", 0, 0, 0, None, local,
+                   Evidence("this is not a network failure the probe knows: it could not measure the page"))
+            f.error = True
+            return f
+        verdict, score, rule, why = hop_failure(v, final, failure, handshaken)
+        ev = [local, *why]
+        if v.control_http_ok:
+            return _f(rule, score, 1 - score, 0, verdict, *ev,
+                      Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
+        return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, *ev)
 
     # a response came
     got = Evidence(f"got {final.status} {final.title or ''} ({final.body_length} bytes) from {final.url}".replace("  ", " "),

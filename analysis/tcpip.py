@@ -49,7 +49,7 @@ def _payload_reset_everywhere(v: View, reachable: list[str]) -> list[str]:
 
 def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
     m = v.m
-    conns = [c for c in m.tcp if c.port == m.port]
+    conns = v.target_tcp(m.port)
     if not conns:
         return _f("no_tcp_data", 0, 0, 0)
     if dns_untrusted(dns):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CLASSIFIER_VERSION = "1.0.0"
+CLASSIFIER_VERSION = "1.1.0"
 
 # verdict -> (blocked, meaning)
 VERDICTS: dict[str, tuple[bool, str]] = {
@@ -58,6 +58,8 @@ class LayerFinding:
     rule_id: str = "no_data"
     verdict: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
+    # the probe itself could not measure this layer (not the network's doing)
+    error: bool = False
 
 
 @dataclass

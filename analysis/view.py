@@ -42,6 +42,32 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def norm_host(name: str | None) -> str:
+    """A host name as DNS sees it: lower case, no trailing dot, IDNA (punycode), so an
+    OONI query for ``xn--d1acpjx3f.xn--p1ai`` belongs to the URL ``http://яндекс.рф/``."""
+    name = (name or "").strip().rstrip(".").strip("[]").lower()
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
+@dataclass
+class HopSteps:
+    """What the probe measured for the host of one redirect hop (OONI LTE measures every
+    hop's DNS, TCP and TLS; our probe does when a later hop fails): the host's own DNS
+    queries, connects to its addresses on the hop's port, and handshakes with its name."""
+
+    url: str
+    host: str
+    scheme: str
+    port: int
+    dns: list[DnsQuery]
+    answers: list[str]
+    tcp: list
+    tls: list[TlsHandshake]
+
+
 def host_of(address: str | None) -> str | None:
     """'1.2.3.4:80' / '[::1]:443' -> the IP."""
     if not address:
@@ -76,8 +102,15 @@ class View:
 
     # --- local DNS -------------------------------------------------------------------
 
-    def _queries(self, engine: str) -> list[DnsQuery]:
-        return [q for q in self.m.dns if q.engine == engine]
+    @cached_property
+    def host_key(self) -> str:
+        return norm_host(self.m.hostname)
+
+    def _queries(self, engine: str, host: str | None = None) -> list[DnsQuery]:
+        """Queries of one engine for the URL's own name (or ``host``): queries for a
+        redirect target's name are that hop's evidence, not the site's."""
+        key = self.host_key if host is None else norm_host(host)
+        return [q for q in self.m.dns if q.engine == engine and norm_host(q.hostname) == key]
 
     @cached_property
     def browser_queries(self) -> list[DnsQuery]:
@@ -201,8 +234,14 @@ class View:
     def fallbacks(self) -> list[HttpRequest]:
         return [h for h in self.m.http if h.kind == "http_fallback"]
 
+    def target_tcp(self, port: int) -> list:
+        """Connects to the site's own addresses on ``port`` (not to a redirect target's)."""
+        own = set(self.m.addresses)
+        return [c for c in self.m.tcp if c.port == port and (not own or c.ip in own)]
+
     def target_tls(self, port: int) -> list[TlsHandshake]:
-        return [t for t in self.m.tls if t.port == port and t.sni_role == "target"]
+        return [t for t in self.m.tls if t.port == port and t.sni_role == "target"
+                and norm_host(t.server_name) in (self.host_key, "") ]
 
     def benign_tls(self, ip: str, port: int) -> list[TlsHandshake]:
         return [t for t in self.m.tls if t.port == port and t.ip == ip and t.sni_role == "control"]
@@ -211,6 +250,29 @@ class View:
     def tls_valid_ips(self) -> set[str]:
         """Local addresses that presented a valid certificate for the name: genuine."""
         return {t.ip for t in self.m.tls if t.sni_role == "target" and t.success and t.cert_valid}
+
+    def hop_steps(self, h: HttpRequest) -> HopSteps | None:
+        """The DNS/TCP/TLS evidence for the host of hop ``h``: for the URL's own host,
+        what the main steps measured; for another host, what was measured for it."""
+        u = URL(h.url)
+        if not u.host or u.scheme not in ("http", "https"):
+            return None
+        host = u.host.strip("[]")
+        port = u.port or (443 if u.scheme == "https" else 80)
+        if norm_host(host) == self.host_key:
+            dns = self.browser_queries
+            answers = self.local_answers if dns else list(self.m.addresses)
+            tcp = self.target_tcp(port)
+        else:
+            dns = self._queries("system", host) or self._queries("udp", host)
+            answers = []
+            for q in dns:
+                answers += [ip for ip in q.addresses() if ip not in answers]
+            if _ip(host) is not None:
+                answers = [host]
+            tcp = [c for c in self.m.tcp if c.port == port and c.ip in answers]
+        tls = [t for t in self.m.tls if t.port == port and t.sni_role == "target" and norm_host(t.server_name) == norm_host(host)]
+        return HopSteps(h.url, host, u.scheme, port, dns, answers, tcp, tls)
 
     def response_ip(self, h: HttpRequest) -> str | None:
         if h.address:

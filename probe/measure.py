@@ -186,6 +186,38 @@ async def run_handshakes(
     return [h for group in results for h in group]
 
 
+# A hop that failed for one of these reasons got a reply: there is nothing more for the
+# DNS/TCP/TLS steps of its host to tell.
+REPLY_FAILURES = {F.HTTP_INVALID_REDIRECT, F.HTTP_TOO_MANY_REDIRECTS, F.HTTP_PROTOCOL_ERROR, F.BODY_TOO_LARGE,
+                  F.REFUSED_ADDRESS}
+
+
+async def measure_failed_hop(
+    m: Measurement, config: ProbeConfig, contexts: Contexts, late_tasks: list[asyncio.Task]
+) -> None:
+    """When a redirect leads to another host and that hop fails, measure that host's DNS,
+    TCP and TLS too (OONI LTE measures every hop), so analysis can say whether the target
+    was blocked by name, address or SNI. Its records join the measurement's lists: DNS
+    queries carry the name, connects the addresses, handshakes the SNI."""
+    main = [h for h in m.http if h.kind == "main"]
+    if len(main) < 2 or main[-1].failure is None or main[-1].failure in REPLY_FAILURES:
+        return
+    try:
+        scheme, host, port = split_url(main[-1].url)
+    except ValueError:
+        return
+    measured_ports, _ = ports_for(m.scheme, m.port, config)
+    if host == m.hostname and port in measured_ports:
+        return  # the main steps already covered this host and port
+    queries = await run_dns(host, config, None, late_tasks)
+    addresses = [host] if dnsstep.is_ip(host) else dnsstep.collect_addresses(queries, config.per_family)
+    connects = await run_connects(addresses, [port], config)
+    handshakes = await run_handshakes(host, [port] if scheme == "https" else [], connects, config, contexts)
+    m.dns += queries
+    m.tcp += connects
+    m.tls += handshakes
+
+
 def ports_for(scheme: str, port: int, config: ProbeConfig) -> tuple[list[int], list[int]]:
     """(TCP ports, TLS ports): the URL's port plus 80 and 443; TLS on 443 and on the
     URL's port when the URL is https."""
@@ -264,6 +296,7 @@ async def measure_url(
                 )
         finally:
             await session.close()
+        await measure_failed_hop(m, config, contexts, late_tasks)
 
         if control_task is not None:
             m.control = await control_task

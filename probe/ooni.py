@@ -752,6 +752,34 @@ def _addresses(dns: list[DnsQuery], tcp: list[TcpConnect], url: str, hostname: s
     return out
 
 
+def _complete_chain(m: Measurement, tk: dict) -> None:
+    """Make the redirect chain read as the browser saw it.
+
+    OONI v0.5 records a redirect target that failed before any response (refused,
+    reset, NXDOMAIN at depth 1, ...) only in ``http_experiment_failure``, with no
+    request entry; and a body that failed midway may carry its failure only there.
+    The failure becomes our last hop (or the failure of the final response)."""
+    failure = failure_from_ooni(tk.get("http_experiment_failure"))
+    if failure is None:
+        return
+    main = [h for h in m.http if h.kind == "main"]
+    if main and main[-1].failure is not None:
+        return
+    if not main:
+        m.http.insert(0, HttpRequest(m.url, "main", 0, m.started_at, 0.0, failure=failure))
+        return
+    last = main[-1]
+    if last.status in (301, 302, 303, 307, 308) and last.location:
+        try:
+            nxt = str(URL(last.url).join(URL(last.location)))
+        except (ValueError, TypeError):
+            last.failure = failure
+            return
+        m.http.append(HttpRequest(nxt, "main", last.hop + 1, last.started_at, 0.0, failure=failure))
+    else:
+        last.failure = failure
+
+
 def ooni_to_measurement(doc: dict, *, fallback_key: str | None = None) -> tuple[Measurement, dict]:
     """One OONI web_connectivity measurement (0.0.1 to 0.5.x, or its test_keys alone)
     as our records, plus what the run needs to know about where it was taken.
@@ -784,6 +812,7 @@ def ooni_to_measurement(doc: dict, *, fallback_key: str | None = None) -> tuple[
     m.tcp = [_tcp_from_ooni(c, ctx) for c in tk.get("tcp_connect") or [] if isinstance(c, dict)]
     m.tls = [_tls_from_ooni(h, ctx) for h in tk.get("tls_handshakes") or [] if isinstance(h, dict)]
     m.http = _http_list_from_ooni(tk.get("requests"), ctx, "local")
+    _complete_chain(m, tk)
     m.addresses = _addresses(m.dns, m.tcp, url, hostname)
     _apply(m, {k: v for k, v in ours.items() if k in _MEASUREMENT_FIELDS})
 

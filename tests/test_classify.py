@@ -99,7 +99,15 @@ def verdict(m, **ctx):
 def test_ok_https():
     v = verdict(measurement())
     assert (v.verdict, v.blocked) == ("ok", False) and v.confidence >= 0.9
-    assert v.layers["dns"].rule_id == "tls_consistent_answer"
+    assert v.layers["dns"].rule_id == "answer_matches_ctrl"
+
+
+def test_dns_answer_unlike_the_control_but_proven_by_a_valid_certificate_is_ok():
+    """A geo-DNS answer the control never sees: the valid certificate proves the address."""
+    m = measurement(dns=[dns(answers=("104.16.1.1",))], tcp=[tcp("104.16.1.1")], tls=[tls("104.16.1.1")],
+                    http=[http(address="104.16.1.1:443")])
+    v = verdict(m)
+    assert v.verdict == "ok" and v.layers["dns"].rule_id == "tls_consistent_answer"
 
 
 def test_ok_http_with_dynamic_page():
@@ -325,6 +333,71 @@ def test_cdn_challenge_page_is_not_censorship():
 def test_https_success_is_ok_even_if_the_page_differs():
     local = http(body=b"<title>Other</title>x", title="Other")
     assert verdict(measurement(http=[local])).verdict == "ok"
+
+
+# --- a later hop fails: blocked at the layer where the redirect target broke ----------------
+
+OTHER_IP = "198.51.100.7"
+
+
+def redirect_to(target: str, failure: str, *, dns_parts=None, tcp_parts=None, tls_parts=None):
+    """charter97.org/ 302 -> target, whose own steps are given; the control follows the
+    redirect and gets the page."""
+    url = "http://charter97.org/"
+    hop0 = http(url, status=302, body=b"", title=None, location=target, address=f"{SITE_IP}:80")
+    hop1 = http(target, hop=1, status=None, failure=failure)
+    m = measurement(url, tcp=[tcp(port=80), *(tcp_parts or [])], tls=list(tls_parts or []), http=[hop0, hop1],
+                    control=control(http_req=http(target, hop=1)))
+    m.dns += list(dns_parts or [])
+    return m
+
+
+def other_dns(answers=(OTHER_IP,), failure=None):
+    q = dns(answers=answers, failure=failure)
+    q.hostname = "news.example.org"
+    return q
+
+
+def test_redirect_target_refused_is_tcp_refused():
+    m = redirect_to("http://news.example.org/", F.CONNECTION_REFUSED, dns_parts=[other_dns()],
+                    tcp_parts=[tcp(OTHER_IP, 80, F.CONNECTION_REFUSED)])
+    v = verdict(m)
+    assert (v.verdict, v.rule_id) == ("tcp.refused", "redirect_target_tcp_failure"), [e.text for e in v.evidence]
+    # the redirect target's connect is not the site's: the TCP layer still says the site connects
+    assert v.layers["tcp"].rule_id == "connect_ok" and v.layers["dns"].rule_id == "answer_matches_ctrl"
+
+
+def test_redirect_target_that_does_not_resolve_is_dns_nxdomain():
+    m = redirect_to("http://news.example.org/", F.DNS_NXDOMAIN, dns_parts=[other_dns((), F.DNS_NXDOMAIN)])
+    assert verdict(m).verdict == "dns.nxdomain"
+
+
+def test_redirect_target_sni_reset_is_tls_reset():
+    target = "https://news.example.org/"
+    t = tls(OTHER_IP, F.CONNECTION_RESET, "after_client_hello", sni="news.example.org")
+    m = redirect_to(target, F.CONNECTION_RESET, dns_parts=[other_dns()], tcp_parts=[tcp(OTHER_IP, 443)], tls_parts=[t])
+    v = verdict(m)
+    assert (v.verdict, v.rule_id) == ("tls.reset", "redirect_target_tls_failure")
+    assert v.layers["tls"].rule_id == "no_tls_data"  # the site's own URL is http: no TLS judged for it
+
+
+def test_redirect_target_reset_after_a_good_handshake_is_http_reset_and_without_records_a_likely_tls_reset():
+    target = "https://news.example.org/"
+    m = redirect_to(target, F.CONNECTION_RESET, dns_parts=[other_dns()], tcp_parts=[tcp(OTHER_IP, 443)],
+                    tls_parts=[tls(OTHER_IP, sni="news.example.org")])
+    assert verdict(m).verdict == "http.reset"
+    v = verdict(redirect_to(target, F.CONNECTION_RESET))  # an OONI v0.4 measurement: no hop steps
+    assert (v.verdict, v.rule_id) == ("tls.reset", "reset_on_https_hop") and v.confidence <= 0.6
+
+
+def test_broken_redirect_is_a_diff_and_an_unknown_probe_failure_is_error():
+    url = "http://charter97.org/"
+    hop0 = http(url, status=302, body=b"", title=None, location="http://", failure=F.HTTP_INVALID_REDIRECT)
+    v = verdict(measurement(url, tls=[], http=[hop0], control=control(http_req=http(url))))
+    assert (v.verdict, v.rule_id) == ("http.diff", "invalid_redirect")
+    broken = http(url, status=None, failure="unknown_failure: 'ascii' codec can't decode byte 0xd9")
+    v = verdict(measurement(url, tcp=[tcp(port=80)], tls=[], http=[broken], control=control(http_req=http(url))))
+    assert (v.verdict, v.blocked, v.rule_id) == ("error", False, "probe_failure")
 
 
 # --- no control, error ----------------------------------------------------------------------

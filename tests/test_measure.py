@@ -316,3 +316,33 @@ async def test_a_true_sink_gives_no_answer():
         m = await measure_url(f"http://{SITE}:{unused_port()}/", lab_config(dns.address, dns_sink=f"127.0.0.1:{unused_port()}"))
     (sink,) = [q for q in m.dns if q.engine == "sink"]
     assert sink.answers == [] and sink.failure in (F.CONNECTION_REFUSED, F.GENERIC_TIMEOUT)
+
+
+# --- a redirect to another host that fails ----------------------------------------------------
+
+
+async def test_a_failing_redirect_target_gets_its_own_tcp_and_tls_steps():
+    """OONI LTE measures every hop; we do for the hop that failed, so analysis can say
+    where the redirect target broke (here: reset right after the ClientHello)."""
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, WebServer(site_app()) as web, RawTcpServer(
+        "reset_after_data"
+    ) as srv:
+        target = f"https://127.0.0.1:{srv.port}/"
+        m = await measure_url(web.url(f"/redirect-to?url={target}", hostname=SITE), lab_config(dns.address))
+    hops = main_hops(m)
+    assert [(h.hop, h.status) for h in hops] == [(0, 302), (1, None)] and hops[1].failure == F.CONNECTION_RESET
+    assert [(c.ip, c.port, c.success) for c in m.tcp if c.port == srv.port] == [("127.0.0.1", srv.port, True)]
+    hop_tls = [t for t in m.tls if t.port == srv.port and t.sni_role == "target"]
+    assert [(t.server_name, t.failure, t.failure_stage) for t in hop_tls] == [
+        ("127.0.0.1", F.CONNECTION_RESET, "after_client_hello")
+    ]
+
+
+async def test_a_refused_redirect_target_is_measured_and_a_working_chain_is_not():
+    port = unused_port()
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, WebServer(site_app()) as web:
+        m = await measure_url(web.url(f"/redirect-to?url=http://127.0.0.1:{port}/", hostname=SITE), lab_config(dns.address))
+        ok = await measure_url(web.url("/redirect/2", hostname=SITE), lab_config(dns.address))
+    assert [(c.port, c.failure) for c in m.tcp if c.port == port] == [(port, F.CONNECTION_REFUSED)]
+    assert main_hops(m)[-1].failure == F.CONNECTION_REFUSED
+    assert {c.port for c in ok.tcp} == {web.port}  # no extra steps when every hop worked

@@ -21,7 +21,7 @@ from analysis import persist
 from analysis import report as rep
 from analysis.cli_report import explain_cmd, report_cmd
 from analysis.explain import NothingToExplain, confidence_words, explain, explain_measurement
-from analysis.verdicts import VERDICTS, Evidence, LayerFinding, Verdict
+from analysis.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
 from probe import store
 from probe.records import Measurement, new_id
 
@@ -289,7 +289,7 @@ def test_html_is_one_self_contained_escaped_file_with_a_heat_map(rows):
     assert CYRILLIC in page
     for header in ("databases", "networks", "measured (UTC)", "classifier version", "generated (UTC)"):
         assert f"<dt>{header}</dt>" in page
-    assert "results/beltelecom.db" in page and "1.0.0" in page
+    assert "results/beltelecom.db" in page and CLASSIFIER_VERSION in page
     assert "Latest verdict per site and network" in page and "Counts by method" in page
     assert "History per site" in page
 
@@ -381,7 +381,7 @@ def test_cli_writes_a_file_and_merges_databases(paths, tmp_path):
     assert f"wrote {out}" in result.stderr
     csv_out = tmp_path / "r.csv"
     result = CliRunner().invoke(report_cmd, ["--db", paths[0], "--format", "csv", "-o", str(csv_out),
-                                             "--classifier-version", "1.0.0"])
+                                             "--classifier-version", CLASSIFIER_VERSION])
     assert result.exit_code == 0 and len(list(csv.DictReader(csv_out.open(encoding="utf-8")))) == len(BELTELECOM)
 
 

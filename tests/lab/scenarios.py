@@ -1,0 +1,556 @@
+"""Every censorship scenario of the lab: sites, the URL measured, what the censor does,
+and the exact verdict the classifier must give.
+
+All scenarios live in one lab at the same time (distinct names and addresses), so one
+probe run measures them all. Addresses are fixed: each lab instance has namespaces of
+its own, so two labs never see each other's addresses.
+
+Address plan (all in 10.77.0.0/16, see README.md):
+
+* 10.77.0.0/24  volunteer <-> ISP       (volunteer 10.77.0.2, ISP router + resolver 10.77.0.1)
+* 10.77.1.0/24  ISP <-> open internet   (authoritative DNS 10.77.1.53, control helper 10.77.1.80)
+* 10.77.2.0/24  web sites of the open internet, one address per site
+* 10.77.3.0/24  the censor's own hosts  (resolver .53, blockpage .80, redirector .30,
+                                         "different page" .90, TLS interception .43,
+                                         transparent proxy .44)
+* 10.77.4.0/24  dead addresses: blackholed by the ISP router (a silent timeout)
+
+Censor rules are written as in ``iptables -t TABLE -A CHAIN <spec>``; the lab adds
+``-i <ISP's interface towards the volunteer>`` to each: the censor filters its own
+subscribers only, never the control helper (OONI's netem attaches its DPI to the
+probe's link in the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servers.web import BLOCKPAGE_TEXT
+
+DOMAIN = "lab.test"
+LAB_NETWORK = "10.77.0.0/16"
+
+VOL_IP = "10.77.0.2"
+ISP_VOL_IP = "10.77.0.1"  # the volunteer's router and ISP resolver
+ISP_NET_IP = "10.77.1.1"
+NET_IP = "10.77.1.2"
+AUTH_DNS_IP = "10.77.1.53"  # authoritative DNS of lab.test ("the internet's DNS")
+CONTROL_IP = "10.77.1.80"
+CONTROL_PORT = 8080
+CONTROL_URL = f"http://{CONTROL_IP}:{CONTROL_PORT}"
+ISP_CEN_IP = "10.77.3.1"
+CEN_IP = "10.77.3.2"
+CENSOR_DNS_IP = "10.77.3.53"  # the censor's injecting resolver
+BLOCKPAGE_IP = "10.77.3.80"  # serves the Beltelecom-style blockpage on :80 (nothing on :443)
+REDIRECTOR_IP = "10.77.3.30"  # answers 302 to Beltelecom's blockpage address
+DIFFPAGE_IP = "10.77.3.90"  # a short unrelated page, no known fingerprint
+MITM_IP = "10.77.3.43"  # TLS interception: forged certificates from a foreign CA
+# The ISP's transparent proxy: the ISP DNATs what its subscribers send here to the real
+# site, untouched (OONI netemx's "ISP transparent proxy" 130.192.182.17). Nothing
+# listens on the address itself, so the control helper gets a quick RST there.
+PROXY_IP = "10.77.3.44"
+DEAD_NET = "10.77.4.0/24"  # routed to a blackhole by the ISP: packets vanish
+DEAD_IP = "10.77.4.4"
+NOBODY_IP = "10.77.2.250"  # on the open internet, but nothing listens (RST)
+
+# Beltelecom's redirect target (ooni.by_1: header.location prefix http://82.209.230.23).
+# The volunteer namespace has no route outside 10.77.0.0/16, so following it fails
+# locally (network unreachable) and no packet is ever sent there.
+BELTELECOM_REDIRECT = "http://82.209.230.23/?url={host}"
+
+# The censor's interception CA, as LabPKI calls it (kind "unknown_ca").
+INTERCEPTION_CA = "Untrusted Interception CA"
+
+# Citizen Lab fingerprint cl.isp_by_beltelecom_block: body contains this.
+BELTELECOM_FINGERPRINT = 'О средствах массовой информации"</div>'
+
+# A Beltelecom-style blockpage (Citizen Lab filtering-annotations
+# blockpage_meta/isp_by_beltelecom_block.html: a 649-character page whose text sits in
+# <div class="exactCenter">; the text is quoted in shared/research/peers.md 4.3).
+BELTELECOM_BLOCKPAGE = (
+    "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+    "<style>html,body{height:100%;margin:0}body{font-family:Arial,sans-serif;background:#fff}"
+    ".exactCenter{width:600px;position:absolute;left:50%;top:40%;margin-left:-300px;"
+    "text-align:center;font-size:18px;color:#333}</style>\n</head>\n<body>\n"
+    f'<div class="exactCenter">{BLOCKPAGE_TEXT}</div>\n'
+    "</body>\n</html>\n"
+)
+assert BELTELECOM_FINGERPRINT in BELTELECOM_BLOCKPAGE
+
+# The censor's "different page": 200, another title, a tenth of a site's size, and no
+# words any blockpage fingerprint would know.
+DIFF_PAGE = (
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Portal</title></head>\n"
+    "<body><h1>Portal</h1><p>Welcome to the portal.</p></body></html>\n"
+)
+
+SITE_BODY_SIZE = 8000  # every normal site's page; DIFF_PAGE is < 3 % of it
+
+# Throttling: what the ISP lets through from a throttled site to its subscriber. At
+# 64 kbit/s the probe's 2 MiB body cap takes over four minutes, far beyond any HTTP
+# timeout; an unthrottled client gets it in well under a second.
+THROTTLE_RATE = "64kbit"
+
+# A CDN's browser check (Cloudflare's "Just a moment..." page), served with 503 to the
+# one client address the CDN distrusts (Censored Planet false-positive fingerprint
+# cp.fp_x_cloudflare_check: "Checking your browser before accessing").
+CDN_CHALLENGE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Just a moment...</title></head>\n"
+    "<body><h1>Checking your browser before accessing {host}.</h1>\n"
+    "<p>This process is automatic. Your browser will redirect to your requested content shortly.</p>\n"
+    "<p>Please allow up to 5 seconds... Ray ID: 7d1a2b3c4d5e6f70</p></body></html>\n"
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A web site of the open internet (namespace ``net``).
+
+    ``ip`` None: the name is not in the authoritative DNS at all (NXDOMAIN everywhere).
+    ``dns_answer`` overrides what the authoritative DNS says (e.g. a loopback address
+    for everyone). ``serve`` False: the address exists but nothing listens (RST).
+    """
+
+    label: str
+    ip: str | None
+    title: str = ""
+    cert: str = "valid"  # LabPKI kind for :443: valid | expired
+    serve: bool = True
+    dns_answer: str | None = None
+    # a client address the site's CDN answers with its 503 browser check (CDN_CHALLENGE_PAGE)
+    challenge_for: str | None = None
+
+    @property
+    def host(self) -> str:
+        return f"{self.label}.{DOMAIN}"
+
+    @property
+    def page_title(self) -> str:
+        return self.title or f"{self.label} - a lab site"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One censor rule in the ISP namespace: ``iptables -t table -A chain -i VOLIF spec``."""
+
+    table: str
+    chain: str
+    spec: str
+
+    def command(self, vol_if: str = "VOLIF") -> str:
+        table = "" if self.table == "filter" else f"-t {self.table} "
+        return f"iptables {table}-A {self.chain} -i {vol_if} {self.spec}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    url: str
+    expected: str  # the exact verdict (shared/spec/verdicts.md)
+    description: str
+    sites: tuple[Site, ...] = ()
+    isp_dns: tuple[str, ...] = ()  # dnsmasq lines of the ISP resolver (its lies)
+    censor_dns: tuple[str, ...] = ()  # dnsmasq lines of the censor's injecting resolver
+    rules: tuple[Rule, ...] = ()
+    # The string the censor's DPI matches, when it does: checked to occur in no other
+    # scenario's URL (so that one rule never catches two scenarios).
+    match: str | None = None
+    # Site addresses whose traffic to the volunteer the ISP shapes to THROTTLE_RATE
+    # (tc htb on the ISP's interface towards the volunteer).
+    throttle: tuple[str, ...] = ()
+    # A known classifier bug this scenario exposes: its verdict test is a strict xfail
+    # (it fails loudly once the bug is fixed, so that the note is removed).
+    known_issue: str | None = None
+
+    @property
+    def host(self) -> str:
+        from yarl import URL
+
+        return URL(self.url).host or ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.expected not in ("ok", "down", "error")
+
+
+def _site(label: str, last: int, **kw) -> Site:
+    return Site(label, f"10.77.2.{last}", **kw)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    # ---------------------------------------------------------------- no interference
+    Scenario(
+        "ok", "https://ok.lab.test/", "ok",
+        "an https site, nothing in the way",
+        sites=(_site("ok", 10),),
+    ),
+    Scenario(
+        "ok_http", "http://ok-http.lab.test/", "ok",
+        "a plain-http site, nothing in the way",
+        sites=(_site("ok-http", 11),),
+    ),
+    # ---------------------------------------------------------------- DNS
+    Scenario(
+        "dns_nxdomain", "https://dns-nxdomain.lab.test/", "dns.nxdomain",
+        "the ISP resolver says the name does not exist",
+        sites=(_site("dns-nxdomain", 12),),
+        isp_dns=("address=/dns-nxdomain.lab.test/",),
+    ),
+    Scenario(
+        "dns_bogon", "https://dns-bogon.lab.test/", "dns.bogon",
+        "the ISP resolver answers a loopback address (127.0.0.2)",
+        sites=(_site("dns-bogon", 13),),
+        isp_dns=("address=/dns-bogon.lab.test/127.0.0.2",),
+    ),
+    Scenario(
+        "dns_blockpage", "https://dns-blockpage.lab.test/", "dns.blockpage",
+        "the ISP resolver answers the censor's blockpage host (Beltelecom page on :80, "
+        "nothing on :443)",
+        sites=(_site("dns-blockpage", 14),),
+        isp_dns=(f"address=/dns-blockpage.lab.test/{BLOCKPAGE_IP}",),
+    ),
+    Scenario(
+        "dns_injection", "https://dns-injection.lab.test/", "dns.injection",
+        "every UDP/53 query naming the site, to any resolver, is diverted to the censor's "
+        "resolver, which answers a dead address; the sink query to the control helper's "
+        "address (no DNS server there) gets that answer too",
+        sites=(_site("dns-injection", 15),),
+        # local=: the forger answers every type itself (AAAA: no data), forwards nothing
+        censor_dns=(f"address=/dns-injection.lab.test/{DEAD_IP}", "local=/dns-injection.lab.test/"),
+        rules=(
+            Rule("nat", "PREROUTING",
+                 f"-p udp --dport 53 -m string --string dns-injection --algo bm "
+                 f"-j DNAT --to-destination {CENSOR_DNS_IP}:53"),
+        ),
+        match="dns-injection",
+    ),
+    Scenario(
+        "dns_inconsistent", "https://dns-inconsistent.lab.test/", "dns.inconsistent",
+        "the ISP resolver answers the address of another site (elsewhere.lab.test), whose "
+        "certificate is not valid for the name, and which serves no blockpage",
+        sites=(_site("dns-inconsistent", 16), _site("elsewhere", 17, title="Elsewhere, another site")),
+        isp_dns=("address=/dns-inconsistent.lab.test/10.77.2.17",),
+    ),
+    # ---------------------------------------------------------------- TCP/IP
+    Scenario(
+        "tcp_timeout", "https://tcp-timeout.lab.test/", "tcp.timeout",
+        "IP blackholing: every packet to the site's address is dropped",
+        sites=(_site("tcp-timeout", 20),),
+        rules=(Rule("filter", "FORWARD", "-d 10.77.2.20 -j DROP"),),
+    ),
+    Scenario(
+        "tcp_refused", "https://tcp-refused.lab.test/", "tcp.refused",
+        "every SYN to the site's address is answered with RST",
+        sites=(_site("tcp-refused", 21),),
+        rules=(Rule("filter", "FORWARD", "-d 10.77.2.21 -p tcp -j REJECT --reject-with tcp-reset"),),
+    ),
+    Scenario(
+        "tcp_reset", "https://tcp-reset.lab.test/", "tcp.reset",
+        "connections to the site's address are established, then every data segment, "
+        "on any port and whatever it says, is answered with RST (the benign-SNI "
+        "handshake is reset too)",
+        sites=(_site("tcp-reset", 22),),
+        rules=(
+            # Bare ACKs (IP length <= 52: 20 IP + 32 TCP with timestamps) pass, so the
+            # handshake completes and the first data segment is what gets the RST.
+            Rule("filter", "FORWARD",
+                 "-d 10.77.2.22 -p tcp -m conntrack --ctstate ESTABLISHED "
+                 "-m length --length 53:65535 -j REJECT --reject-with tcp-reset"),
+        ),
+    ),
+    # ---------------------------------------------------------------- TLS
+    Scenario(
+        "tls_reset", "https://tls-reset.lab.test/", "tls.reset",
+        "SNI filtering: a ClientHello naming the site is answered with RST; the benign "
+        "SNI to the same address succeeds",
+        sites=(_site("tls-reset", 23),),
+        rules=(
+            Rule("filter", "FORWARD",
+                 "-p tcp --dport 443 -m string --string tls-reset.lab.test --algo bm "
+                 "-j REJECT --reject-with tcp-reset"),
+        ),
+        match="tls-reset.lab.test",
+    ),
+    Scenario(
+        "tls_timeout", "https://tls-timeout.lab.test/", "tls.timeout",
+        "SNI filtering: a ClientHello naming the site is dropped (and its retransmits)",
+        sites=(_site("tls-timeout", 24),),
+        rules=(
+            Rule("filter", "FORWARD",
+                 "-p tcp --dport 443 -m string --string tls-timeout.lab.test --algo bm -j DROP"),
+        ),
+        match="tls-timeout.lab.test",
+    ),
+    Scenario(
+        "tls_mitm", "https://tls-mitm.lab.test/", "tls.mitm",
+        "TLS interception: :443 of the site is DNATed to the censor's box, which presents "
+        f"a certificate for the name from the {INTERCEPTION_CA}",
+        sites=(_site("tls-mitm", 25),),
+        rules=(
+            Rule("nat", "PREROUTING",
+                 f"-d 10.77.2.25 -p tcp --dport 443 -j DNAT --to-destination {MITM_IP}:443"),
+        ),
+    ),
+    # ---------------------------------------------------------------- HTTP
+    Scenario(
+        "http_reset", "http://http-reset.lab.test/", "http.reset",
+        "Host filtering: a segment to :80 with 'Host: <name>' is answered with RST",
+        sites=(_site("http-reset", 26),),
+        rules=(
+            Rule("filter", "FORWARD",
+                 '-p tcp --dport 80 -m string --string "Host: http-reset.lab.test" --algo bm '
+                 "-j REJECT --reject-with tcp-reset"),
+        ),
+        match="http-reset.lab.test",
+    ),
+    Scenario(
+        "http_timeout", "http://http-timeout.lab.test/", "http.timeout",
+        "Host filtering: a segment to :80 with 'Host: <name>' is dropped",
+        sites=(_site("http-timeout", 27),),
+        rules=(
+            Rule("filter", "FORWARD",
+                 '-p tcp --dport 80 -m string --string "Host: http-timeout.lab.test" --algo bm -j DROP'),
+        ),
+        match="http-timeout.lab.test",
+    ),
+    Scenario(
+        "http_blockpage", "http://http-blockpage.lab.test/", "http.blockpage",
+        "transparent proxy: :80 of the site is DNATed to the censor's server, which "
+        "serves the Beltelecom blockpage (cl.isp_by_beltelecom_block)",
+        sites=(_site("http-blockpage", 28),),
+        rules=(
+            Rule("nat", "PREROUTING",
+                 f"-d 10.77.2.28 -p tcp --dport 80 -j DNAT --to-destination {BLOCKPAGE_IP}:80"),
+        ),
+    ),
+    Scenario(
+        "http_blockpage_redirect", "http://http-redirect-blockpage.lab.test/", "http.blockpage",
+        "transparent proxy: :80 of the site is DNATed to the censor's server, which "
+        "answers 302 Location: http://82.209.230.23/?... (ooni.by_1)",
+        sites=(_site("http-redirect-blockpage", 29),),
+        rules=(
+            Rule("nat", "PREROUTING",
+                 f"-d 10.77.2.29 -p tcp --dport 80 -j DNAT --to-destination {REDIRECTOR_IP}:80"),
+        ),
+    ),
+    Scenario(
+        "http_diff", "http://http-diff.lab.test/", "http.diff",
+        "transparent proxy: :80 of the site is DNATed to a server that answers 200 with "
+        "another title and a body a tenth of the size, matching no fingerprint",
+        sites=(_site("http-diff", 30),),
+        rules=(
+            Rule("nat", "PREROUTING",
+                 f"-d 10.77.2.30 -p tcp --dport 80 -j DNAT --to-destination {DIFFPAGE_IP}:80"),
+        ),
+    ),
+    Scenario(
+        "http_throttled", "http://throttled.lab.test/huge", "http.timeout",
+        f"throttling: the ISP shapes everything from the site's address to {THROTTLE_RATE}, so "
+        "a large download cannot finish within the HTTP timeout, while the control gets it "
+        "at once (OONI's throttlingWithHTTP)",
+        sites=(_site("throttled", 47),),
+        throttle=("10.77.2.47",),
+    ),
+    # ---------------------------------------------------------------- blocked after a redirect
+    # OONI reports all three as http-failure; the verdict names the step of the
+    # redirect target that broke (the probe measures that host's DNS, TCP and TLS).
+    Scenario(
+        "redirect_then_tls_reset",
+        "https://redirect-sni.lab.test/redirect-to?url=https://sni-after-redirect.lab.test/", "tls.reset",
+        "the site redirects everyone to another host, and a ClientHello naming that host "
+        "is answered with RST (OONI's redirectWithConsistentDNSAndThenConnectionResetForHTTPS)",
+        sites=(_site("redirect-sni", 41), _site("sni-after-redirect", 42)),
+        rules=(
+            Rule("filter", "FORWARD",
+                 "-p tcp --dport 443 -m string --string sni-after-redirect.lab.test --algo bm "
+                 "-j REJECT --reject-with tcp-reset"),
+        ),
+        match="sni-after-redirect.lab.test",
+    ),
+    Scenario(
+        "redirect_then_refused",
+        "http://redirect-refused.lab.test/redirect-to?url=http://refused-after-redirect.lab.test/", "tcp.refused",
+        "the site redirects everyone to another host, whose address answers every SYN "
+        "with RST (OONI's redirectWithConsistentDNSAndThenConnectionRefusedForHTTP)",
+        sites=(_site("redirect-refused", 43), _site("refused-after-redirect", 44)),
+        rules=(Rule("filter", "FORWARD", "-d 10.77.2.44 -p tcp -j REJECT --reject-with tcp-reset"),),
+    ),
+    Scenario(
+        "redirect_then_nxdomain",
+        "https://redirect-nxdomain.lab.test/redirect-to?url=https://nxdomain-after-redirect.lab.test/",
+        "dns.nxdomain",
+        "the site redirects everyone to another host, whose name the ISP resolver says "
+        "does not exist (OONI's redirectWithConsistentDNSAndThenNXDOMAIN)",
+        sites=(_site("redirect-nxdomain", 45), _site("nxdomain-after-redirect", 46)),
+        isp_dns=("address=/nxdomain-after-redirect.lab.test/",),
+    ),
+    Scenario(
+        "dns_ghost", "https://ghost-dns.lab.test/", "dns.blockpage",
+        "the name exists nowhere (NXDOMAIN for the control), yet the ISP resolver answers "
+        "the censor's blockpage host (OONI's ghostDNSBlockingWithHTTPS)",
+        sites=(Site("ghost-dns", None),),
+        isp_dns=(f"address=/ghost-dns.lab.test/{BLOCKPAGE_IP}",),
+    ),
+    # ---------------------------------------------------------------- false-positive traps
+    Scenario(
+        "dns_transparent_proxy", "https://isp-proxy.lab.test/", "ok",
+        "the ISP resolver answers its transparent proxy's address, and the ISP relays "
+        "every connection there to the real site untouched (OONI's "
+        "dnsHijackingToProxyWithHTTPSURL): another address, but the valid certificate "
+        "proves it is the site",
+        sites=(_site("isp-proxy", 49),),
+        isp_dns=(f"address=/isp-proxy.lab.test/{PROXY_IP}",),
+        rules=(Rule("nat", "PREROUTING", f"-d {PROXY_IP} -p tcp -j DNAT --to-destination 10.77.2.49"),),
+    ),
+    Scenario(
+        "cdn_challenge", "http://cdn-challenge.lab.test/", "ok",
+        "the site's CDN answers the volunteer's address (only) with a 503 'Just a "
+        "moment...' browser check and everyone else with the page: the site's doing, not "
+        "the ISP's (OONI's cloudflareCAPTCHAWithHTTP, which OONI scores http-diff)",
+        sites=(_site("cdn-challenge", 48, challenge_for=VOL_IP),),
+    ),
+    Scenario(
+        "large_file", "http://large-file.lab.test/huge", "ok",
+        "a 100 MB download, cut by the body cap on both sides (OONI's largeFileWithHTTP)",
+        sites=(_site("large-file", 50),),
+    ),
+    Scenario(
+        "down_everywhere", "https://down-everywhere.lab.test/", "down",
+        "the name resolves for everyone to an address where nothing listens (RST)",
+        sites=(Site("down-everywhere", NOBODY_IP, serve=False),),
+    ),
+    Scenario(
+        "down_nxdomain_everywhere", "https://down-nxdomain.lab.test/", "down",
+        "the authoritative DNS says NXDOMAIN, for everyone",
+        sites=(Site("down-nxdomain", None),),
+    ),
+    Scenario(
+        "bogon_everywhere", "https://bogon-everywhere.lab.test/", "down",
+        "the authoritative DNS itself answers 127.0.0.1 (a misconfigured site, OONI's "
+        "localhostWithHTTPS): the same bogon for everyone is not censorship",
+        sites=(Site("bogon-everywhere", None, dns_answer="127.0.0.1"),),
+    ),
+    Scenario(
+        "expired_everywhere", "https://expired-cert.lab.test/", "down",
+        "the site's own certificate has expired: TLS fails for everyone (OONI's "
+        "badSSLWithExpiredCertificate)",
+        sites=(_site("expired-cert", 35, cert="expired"),),
+    ),
+    Scenario(
+        "dynamic_page", "http://dynamic-page.lab.test/dynamic", "ok",
+        "title and length change on every fetch (a news front page)",
+        sites=(_site("dynamic-page", 31),),
+    ),
+    Scenario(
+        "redirect_other_host",
+        "https://redirect-away.lab.test/redirect-to?url=https://redirect-target.lab.test/", "ok",
+        "the site redirects everyone to another lab host, which works",
+        sites=(_site("redirect-away", 32), _site("redirect-target", 33, title="Redirect target")),
+    ),
+    Scenario(
+        "slow_site", "https://slow-site.lab.test/slow?delay=2", "ok",
+        "the site answers after 2 s, well inside every timeout",
+        sites=(_site("slow-site", 34),),
+    ),
+    # ---------------------------------------------------------------- cannot measure
+    # Keep it LAST: its request to the control helper is dropped after the headers got
+    # through, so the helper holds one of its 4 per-client slots until its own 45 s
+    # timeout; last in the list, no measurement starts after it, and with the run's
+    # --concurrency 4 no more than 4 requests ever need a slot at once.
+    Scenario(
+        "error", "http://unmeasurable.lab.test/", "error",
+        "every packet from the volunteer containing the name is dropped: its DNS "
+        "queries (to the ISP resolver and to the sink) time out and so does the "
+        "request to the control helper, whose body holds the URL",
+        sites=(_site("unmeasurable", 40),),
+        rules=(
+            Rule("filter", "INPUT", "-m string --string unmeasurable --algo bm -j DROP"),
+            Rule("filter", "FORWARD", "-m string --string unmeasurable --algo bm -j DROP"),
+        ),
+        match="unmeasurable",
+    ),
+)
+
+BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+
+def all_sites(scenarios=SCENARIOS) -> list[Site]:
+    out: list[Site] = []
+    for s in scenarios:
+        out.extend(s.sites)
+    return out
+
+
+def check(scenarios=SCENARIOS) -> None:
+    """The table is consistent: unique names, hosts and addresses; every DPI string
+    occurs in its own scenario's URL and in no other."""
+    names = [s.name for s in scenarios]
+    assert len(names) == len(set(names)), "duplicate scenario names"
+    sites = all_sites(scenarios)
+    hosts = [x.host for x in sites]
+    assert len(hosts) == len(set(hosts)), "duplicate site names"
+    ips = [x.ip for x in sites if x.ip]
+    assert len(ips) == len(set(ips)), "two sites share an address"
+    for s in scenarios:
+        assert s.host in hosts or not s.sites, f"{s.name}: URL host is not one of its sites"
+        if s.match:
+            assert s.match in s.url, f"{s.name}: DPI string {s.match!r} not in its URL"
+            for other in scenarios:
+                if other is not s:
+                    assert s.match not in other.url, f"{s.name}: {s.match!r} also matches {other.url}"
+                    for site in other.sites:
+                        assert s.match not in site.host, f"{s.name}: {s.match!r} also matches {site.host}"
+            assert s.match not in "example.com", "the benign SNI must never match"
+
+
+def auth_dns_lines(scenarios=SCENARIOS) -> list[str]:
+    """dnsmasq lines of the authoritative DNS (namespace net)."""
+    lines = [f"local=/{DOMAIN}/"]  # names not listed below: NXDOMAIN
+    for site in all_sites(scenarios):
+        answer = site.dns_answer or site.ip
+        if answer:
+            lines.append(f"host-record={site.host},{answer}")
+    return lines
+
+
+def isp_dns_lines(scenarios=SCENARIOS) -> list[str]:
+    return [line for s in scenarios for line in s.isp_dns]
+
+
+def censor_dns_lines(scenarios=SCENARIOS) -> list[str]:
+    return [line for s in scenarios for line in s.censor_dns]
+
+
+def throttled(scenarios=SCENARIOS) -> list[str]:
+    return [ip for s in scenarios for ip in s.throttle]
+
+
+def rules(scenarios=SCENARIOS) -> list[tuple[Scenario, Rule]]:
+    return [(s, r) for s in scenarios for r in s.rules]
+
+
+def targets_text(scenarios=SCENARIOS) -> str:
+    """The probe's target list: one URL per scenario, in table order (error last)."""
+    out = ["# censorship lab: one URL per scenario (python -m tests.lab list)"]
+    for s in scenarios:
+        out.append(f"# {s.name}: expected {s.expected}")
+        out.append(s.url)
+    return "\n".join(out) + "\n"
+
+
+def describe_table(scenarios=SCENARIOS) -> list[dict[str, str]]:
+    return [
+        {
+            "name": s.name,
+            "expected": s.expected,
+            "url": s.url,
+            "description": s.description,
+            "isp_dns": "; ".join(s.isp_dns),
+            "censor_dns": "; ".join(s.censor_dns),
+            "rules": "; ".join(r.command() for r in s.rules),
+        }
+        for s in scenarios
+    ]
+
+
+check()

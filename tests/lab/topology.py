@@ -1,0 +1,633 @@
+"""The lab's network: four namespaces, a censoring ISP in the middle.
+
+::
+
+    vol ---------------- isp ---------------- net
+    10.77.0.2   10.77.0.1 | 10.77.1.1   10.77.1.2   authoritative DNS 10.77.1.53
+    volunteer   router,   |                         control helper    10.77.1.80:8080
+    (the probe) resolver, | 10.77.3.1               web sites         10.77.2.0/24
+                censor    |
+                         cen  10.77.3.2             censor's resolver 10.77.3.53,
+                                                    blockpage .80, redirector .30,
+                                                    other page .90, interception .43
+
+Every veth is created with both ends inside lab namespaces, and no lab namespace has a
+route outside 10.77.0.0/16: no lab packet can leave, and nothing is added to the host's
+own namespace. ``Lab`` is a synchronous context manager::
+
+    with Lab() as lab:
+        lab.run_probe(db)          # the probe, inside the volunteer's namespace
+
+It cleans up on every exit path (processes killed by pid, namespaces deleted,
+/etc/netns/<ns> removed); ``Lab.from_state(path).down()`` does the same for a lab left
+running by ``python -m tests.lab up``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import REPO_ROOT
+from . import scenarios as S
+
+ROLES = ("vol", "isp", "net", "cen")
+NS_PREFIX = "censorlab-"
+NS_RE = re.compile(rf"^{NS_PREFIX}([0-9a-f]{{4}})-(vol|isp|net|cen)$")
+HERE = Path(__file__).resolve().parent
+
+# Debian package of every command the lab runs (for skips and for .ci/run).
+NEEDED_COMMANDS = {
+    "ip": "iproute2",
+    "tc": "iproute2",
+    "iptables": "iptables",
+    "iptables-restore": "iptables",
+    "dnsmasq": "dnsmasq-base",
+    "sysctl": "procps",
+}
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def missing_commands() -> list[str]:
+    """Commands the lab needs that are not installed ("iptables (Debian package iptables)")."""
+    return [f"{c} (Debian package {p})" for c, p in NEEDED_COMMANDS.items() if shutil.which(c) is None]
+
+
+def _run(argv: list[str], *, input: str | None = None, timeout: float = 30, check: bool = True):
+    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p
+
+
+def netns_list() -> list[str]:
+    p = _run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
+
+
+def netns_pids(ns: str) -> list[int]:
+    p = _run(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in p.stdout.split() if x.isdigit()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Lab:
+    """The censorship lab for ``scenarios``; ``with Lab() as lab:`` or ``up()``/``down()``."""
+
+    def __init__(self, scenarios=S.SCENARIOS, *, suffix: str | None = None,
+                 workdir: str | Path | None = None, keep_workdir: bool | None = None):
+        self.scenarios = tuple(scenarios)
+        S.check(self.scenarios)
+        if suffix is None:  # a fresh one, unused by any other lab on this machine
+            existing = set(netns_list())
+            while suffix is None or any(f"{NS_PREFIX}{suffix}-{r}" in existing for r in ROLES):
+                suffix = secrets.token_hex(2)
+        self.suffix = suffix
+        self.ns = {r: f"{NS_PREFIX}{suffix}-{r}" for r in ROLES}
+        # veth names (<= 15 chars): <where><towards><suffix>
+        self.ifs = {
+            "vol": f"vol{suffix}", "isp_vol": f"ispv{suffix}",
+            "isp_net": f"ispn{suffix}", "net": f"net{suffix}",
+            "isp_cen": f"ispc{suffix}", "cen": f"cen{suffix}",
+        }
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else None
+        # None: remove a workdir we made, unless something failed (logs are kept)
+        self.keep_workdir = keep_workdir
+        self.created_ns: list[str] = []
+        self.etc_dirs: list[str] = []
+        self.procs: list[dict] = []
+        self._children: dict[int, subprocess.Popen] = {}
+        self.is_up = False
+        self.failed = False
+        # left running on purpose (`python -m tests.lab up`): any `down` may take it down
+        self.detached = False
+        self.owner_pid = os.getpid()
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / "state.json"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "lab-ca.pem"
+
+    @property
+    def targets_file(self) -> Path:
+        return self.workdir / "targets.txt"
+
+    def enter_command(self, role: str = "vol") -> str:
+        return f"ip netns exec {self.ns[role]} bash"
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            self.failed = True  # keep the logs to look at
+        self.down()
+
+    # ------------------------------------------------------------------ state
+
+    def _save_state(self) -> None:
+        state = {
+            "suffix": self.suffix,
+            "namespaces": self.ns,
+            "interfaces": self.ifs,
+            "created_ns": self.created_ns,
+            "etc_dirs": self.etc_dirs,
+            "workdir": str(self.workdir),
+            "own_workdir": self._own_workdir,
+            "procs": self.procs,
+            "scenarios": [s.name for s in self.scenarios],
+            "detached": self.detached,
+            "owner_pid": self.owner_pid,
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    @classmethod
+    def from_state(cls, path: str | Path) -> Lab:
+        """The lab a state file describes (left running by ``up``), to take it down."""
+        state = json.loads(Path(path).read_text())
+        names = set(state.get("scenarios") or [])
+        lab = cls([s for s in S.SCENARIOS if s.name in names] or S.SCENARIOS,
+                  suffix=state["suffix"], workdir=state["workdir"])
+        lab._own_workdir = state.get("own_workdir", False)
+        lab.keep_workdir = False
+        lab.created_ns = list(state.get("created_ns") or [])
+        lab.etc_dirs = list(state.get("etc_dirs") or [])
+        lab.procs = list(state.get("procs") or [])
+        lab.ns = dict(state["namespaces"])
+        lab.detached = bool(state.get("detached"))
+        lab.owner_pid = int(state.get("owner_pid") or 0)
+        return lab
+
+    @classmethod
+    def adopt(cls, suffix: str) -> Lab:
+        """A lab known only by its namespaces (no state file), to take it down."""
+        lab = cls(suffix=suffix)
+        lab.created_ns = [ns for ns in lab.ns.values() if ns in set(netns_list())]
+        lab.etc_dirs = [f"/etc/netns/{ns}" for ns in lab.ns.values()]
+        return lab
+
+    def orphaned(self) -> bool:
+        """Left running on purpose, or whoever brought it up is gone (kill -9)."""
+        return self.detached or not _alive(self.owner_pid)
+
+    @staticmethod
+    def leftovers() -> list[str]:
+        """Lab namespaces that exist now (of any lab instance)."""
+        return [ns for ns in netns_list() if NS_RE.match(ns)]
+
+    @staticmethod
+    def state_files() -> list[str]:
+        return sorted(glob.glob(os.path.join(tempfile.gettempdir(), f"{NS_PREFIX}*", "state.json")))
+
+    # ------------------------------------------------------------------ bring up
+
+    def up(self) -> Lab:
+        if self.is_up:
+            return self
+        t0 = time.monotonic()
+        try:
+            if self.workdir is None:
+                self.workdir = Path(tempfile.mkdtemp(prefix=f"{NS_PREFIX}{self.suffix}-"))
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._save_state()
+            self._namespaces()
+            self._links()
+            self._etc()
+            self._firewall()
+            self._shaping()
+            self._pki()
+            self._services()
+            self._wait_ready()
+            self.targets_file.write_text(S.targets_text(self.scenarios))
+        except BaseException as exc:
+            self.failed = not isinstance(exc, KeyboardInterrupt)
+            self.down()
+            if isinstance(exc, LabError) and self.workdir is not None and self.workdir.exists():
+                exc.args = (f"{exc}\n(the lab is down; its logs are in {self.workdir})",)
+            raise
+        self.is_up = True
+        self.up_seconds = round(time.monotonic() - t0, 2)
+        return self
+
+    def _ip_batch(self, role: str, commands: list[str]) -> None:
+        _run(["ip", "-n", self.ns[role], "-batch", "-"], input="\n".join(commands) + "\n")
+
+    def _sysctl(self, role: str, *settings: str) -> None:
+        _run(["ip", "netns", "exec", self.ns[role], "sysctl", "-q", "-w", *settings])
+
+    def _namespaces(self) -> None:
+        for role in ROLES:
+            ns = self.ns[role]
+            _run(["ip", "netns", "add", ns])
+            self.created_ns.append(ns)
+            self._save_state()
+            # IPv4 only; no reverse-path filtering; lo up (127.0.0.0/8 answers stay inside)
+            self._sysctl(role, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                         "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+            self._ip_batch(role, ["link set lo up"])
+
+    def _links(self) -> None:
+        ns, i = self.ns, self.ifs
+        # Both ends of every veth are created inside lab namespaces: nothing touches the host.
+        for a, a_ns, b, b_ns in (
+            (i["vol"], ns["vol"], i["isp_vol"], ns["isp"]),
+            (i["net"], ns["net"], i["isp_net"], ns["isp"]),
+            (i["cen"], ns["cen"], i["isp_cen"], ns["isp"]),
+        ):
+            _run(["ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns])
+
+        self._ip_batch("vol", [
+            f"addr add {S.VOL_IP}/24 dev {i['vol']}",
+            f"link set {i['vol']} up",
+            # the lab network only: no default route, so nothing can be sent elsewhere
+            f"route add {S.LAB_NETWORK} via {S.ISP_VOL_IP}",
+        ])
+        self._ip_batch("isp", [
+            f"addr add {S.ISP_VOL_IP}/24 dev {i['isp_vol']}",
+            f"addr add {S.ISP_NET_IP}/24 dev {i['isp_net']}",
+            f"addr add {S.ISP_CEN_IP}/24 dev {i['isp_cen']}",
+            f"link set {i['isp_vol']} up",
+            f"link set {i['isp_net']} up",
+            f"link set {i['isp_cen']} up",
+            f"route add 10.77.2.0/24 via {S.NET_IP}",
+            # every other lab address (10.77.4.0/24, ...) vanishes silently: a timeout
+            f"route add blackhole {S.LAB_NETWORK}",
+        ])
+        net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP] + sorted(
+            {x.ip for x in S.all_sites(self.scenarios) if x.ip}, key=lambda a: tuple(map(int, a.split(".")))
+        )
+        self._ip_batch("net", [
+            f"addr add {S.NET_IP}/24 dev {i['net']}",
+            f"link set {i['net']} up",
+            *[f"addr add {a}/32 dev lo" for a in net_addrs],
+            f"route add {S.LAB_NETWORK} via {S.ISP_NET_IP}",
+        ])
+        self._ip_batch("cen", [
+            f"addr add {S.CEN_IP}/24 dev {i['cen']}",
+            f"link set {i['cen']} up",
+            *[f"addr add {a}/32 dev lo" for a in
+              (S.CENSOR_DNS_IP, S.BLOCKPAGE_IP, S.REDIRECTOR_IP, S.DIFFPAGE_IP, S.MITM_IP, S.PROXY_IP)],
+            f"route add {S.LAB_NETWORK} via {S.ISP_CEN_IP}",
+        ])
+        self._sysctl("isp", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
+                     "net.ipv4.conf.default.send_redirects=0")
+        # The open internet answers a query to a port where nothing listens (the sink
+        # query to the control helper's :53) with ICMP port unreachable, every time.
+        self._sysctl("net", "net.ipv4.icmp_ratelimit=0")
+
+    def _etc(self) -> None:
+        """/etc/netns/<ns>/{resolv.conf,hosts}: `ip netns exec` mounts them over /etc."""
+        for role in ROLES:
+            d = Path("/etc/netns") / self.ns[role]
+            d.mkdir(parents=True, exist_ok=False)
+            self.etc_dirs.append(str(d))
+            self._save_state()
+            resolver = S.ISP_VOL_IP if role == "vol" else S.AUTH_DNS_IP
+            (d / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:1 attempts:2\n")
+            (d / "hosts").write_text("127.0.0.1 localhost\n")
+
+    def iptables_rules(self) -> str:
+        """The ISP's ruleset (iptables-restore format)."""
+        vol_if = self.ifs["isp_vol"]
+        out = [
+            "*filter",
+            ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+            "# the router never answers with an ICMP error: a DROP stays a silent timeout",
+            "-A OUTPUT -p icmp --icmp-type destination-unreachable -j DROP",
+            "-A OUTPUT -p icmp --icmp-type time-exceeded -j DROP",
+        ]
+        nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+               ":POSTROUTING ACCEPT [0:0]"]
+        for scenario, rule in S.rules(self.scenarios):
+            line = f"-A {rule.chain} -i {vol_if} {rule.spec}"
+            target = out if rule.table == "filter" else nat
+            target.append(f"# {scenario.name}")
+            target.append(line)
+        return "\n".join(out + ["COMMIT"] + nat + ["COMMIT"]) + "\n"
+
+    def _firewall(self) -> None:
+        path = self.workdir / "isp.rules"
+        path.write_text(self.iptables_rules())
+        _run(["ip", "netns", "exec", self.ns["isp"], "iptables-restore", str(path)])
+
+    def tc_commands(self) -> list[str]:
+        """The ISP's traffic shaping towards the volunteer (``tc -batch`` lines): htb with
+        no default class, so only the throttled sites' packets are held back."""
+        ips = S.throttled(self.scenarios)
+        if not ips:
+            return []
+        dev = self.ifs["isp_vol"]
+        out = [f"qdisc add dev {dev} root handle 1: htb",
+               f"class add dev {dev} parent 1: classid 1:20 htb rate {S.THROTTLE_RATE} ceil {S.THROTTLE_RATE}"]
+        out += [f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip src {ip}/32 flowid 1:20"
+                for ip in ips]
+        return out
+
+    def _shaping(self) -> None:
+        commands = self.tc_commands()
+        if commands:
+            _run(["ip", "netns", "exec", self.ns["isp"], "tc", "-batch", "-"], input="\n".join(commands) + "\n")
+
+    def _pki(self) -> None:
+        from servers.tls import LabPKI
+
+        pki = LabPKI()
+        self.ca_file.write_bytes(pki.ca_pem)
+        certs = self.workdir / "certs"
+        certs.mkdir(exist_ok=True)
+        self._certs: dict[tuple[str, str], str] = {}
+        hosts = [x for x in S.all_sites(self.scenarios) if x.ip and x.serve]
+        for site in hosts:
+            for kind in (site.cert, "unknown_ca"):
+                path = certs / f"{site.host}.{kind}.pem"
+                pki.leaf(site.host, kind=kind).private_key_and_cert_chain_pem.write_to_path(str(path))
+                self._certs[(site.host, kind)] = str(path)
+        fallback = certs / "interception-default.pem"
+        pki.leaf("interception.invalid", kind="unknown_ca").private_key_and_cert_chain_pem.write_to_path(
+            str(fallback))
+        self._certs[("*", "unknown_ca")] = str(fallback)
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, role: str, name: str, argv: list[str]) -> subprocess.Popen:
+        log = self.workdir / f"{role}-{name}.log"
+        with open(log, "ab") as fh:
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns[role], *argv],
+                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(REPO_ROOT), env=_clean_env(),
+            )
+        self._children[p.pid] = p
+        self.procs.append({"role": role, "name": name, "pid": p.pid, "log": str(log)})
+        self._save_state()
+        return p
+
+    def _dnsmasq(self, role: str, name: str, listen: str, lines: list[str]) -> None:
+        conf = self.workdir / f"{role}-{name}.conf"
+        conf.write_text("\n".join([
+            "keep-in-foreground", "log-facility=-", "log-queries",
+            "no-resolv", "no-hosts", "no-poll", "bind-interfaces",
+            f"listen-address={listen}", "port=53", "cache-size=0", "user=root", "group=root",
+            f"pid-file={self.workdir / f'{role}-{name}.pid'}",
+            *lines,
+        ]) + "\n")
+        self._spawn(role, name, ["dnsmasq", f"--conf-file={conf}"])
+
+    def _labserver(self, role: str, name: str, apps: list[dict]) -> None:
+        config = self.workdir / f"{role}-{name}.json"
+        ready = self.workdir / f"{role}-{name}.ready"
+        config.write_text(json.dumps({"ready_file": str(ready), "apps": apps}, indent=2, ensure_ascii=False))
+        self._spawn(role, name, [sys.executable, str(HERE / "labserver.py"), str(config)])
+        self._ready_files.append((name, ready))
+
+    def _services(self) -> None:
+        self._ready_files: list[tuple[str, Path]] = []
+        # The open internet: authoritative DNS, the sites, the control helper.
+        self._dnsmasq("net", "authdns", S.AUTH_DNS_IP, S.auth_dns_lines(self.scenarios))
+        apps = []
+        for site in S.all_sites(self.scenarios):
+            if not (site.ip and site.serve):
+                continue
+            apps.append({
+                "kind": "site", "title": site.page_title, "body_size": S.SITE_BODY_SIZE,
+                **({"challenge_for": site.challenge_for,
+                    "challenge_page": S.CDN_CHALLENGE_PAGE.format(host=site.host)} if site.challenge_for else {}),
+                "binds": [{"ip": site.ip, "port": 80},
+                          {"ip": site.ip, "port": 443, "cert": self._certs[(site.host, site.cert)]}],
+            })
+        self._labserver("net", "sites", apps)
+        self._spawn("net", "control", [
+            sys.executable, "-m", "probe", "control", "serve",
+            "--host", S.CONTROL_IP, "--port", str(S.CONTROL_PORT), "--allow-private",
+            "--ca-file", str(self.ca_file), "--resolver", S.AUTH_DNS_IP, "--no-system-resolver",
+        ])
+        # The censor's hosts.
+        self._dnsmasq("cen", "censordns", S.CENSOR_DNS_IP, S.censor_dns_lines(self.scenarios))
+        forged = {h: p for (h, kind), p in self._certs.items() if kind == "unknown_ca" and h != "*"}
+        censor_headers = {"Server": "nginx"}
+        self._labserver("cen", "censor", [
+            {"kind": "page", "body": S.BELTELECOM_BLOCKPAGE, "headers": censor_headers,
+             "binds": [{"ip": S.BLOCKPAGE_IP, "port": 80}]},
+            {"kind": "redirect", "location": S.BELTELECOM_REDIRECT, "headers": censor_headers,
+             "binds": [{"ip": S.REDIRECTOR_IP, "port": 80}]},
+            {"kind": "page", "body": S.DIFF_PAGE, "binds": [{"ip": S.DIFFPAGE_IP, "port": 80}]},
+            {"kind": "page", "body": S.DIFF_PAGE, "headers": censor_headers,
+             "binds": [{"ip": S.MITM_IP, "port": 443, "cert": self._certs[("*", "unknown_ca")],
+                        "sni_certs": forged}]},
+        ])
+        # The ISP's resolver, with the censor's lies.
+        self._dnsmasq("isp", "resolver", S.ISP_VOL_IP,
+                      [f"server={S.AUTH_DNS_IP}", *S.isp_dns_lines(self.scenarios)])
+
+    def _check_children(self) -> None:
+        for p in self._children.values():
+            if p.poll() is not None:
+                info = next((x for x in self.procs if x["pid"] == p.pid), {})
+                raise LabError(f"{info.get('role')}/{info.get('name')} exited with {p.returncode}:\n"
+                               + self.log_tail(info.get("log")))
+
+    def log_tail(self, path: str | None, lines: int = 20) -> str:
+        if not path or not os.path.exists(path):
+            return ""
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_ready(self, deadline: float = 30.0) -> None:
+        end = time.monotonic() + deadline
+        for name, ready in self._ready_files:
+            while not ready.exists():
+                self._check_children()
+                if time.monotonic() > end:
+                    raise LabError(f"{name} did not start within {deadline:g} s")
+                time.sleep(0.05)
+        site = next(x for x in S.all_sites(self.scenarios) if x.ip and x.serve)
+        checks = [
+            f"dns:{S.AUTH_DNS_IP}:53:{site.host}={site.ip}",
+            f"dns:{S.ISP_VOL_IP}:53:{site.host}={site.ip}",  # ISP resolver -> authoritative
+            f"dns:{S.CENSOR_DNS_IP}:53:probe-ready.{S.DOMAIN}",  # any answer (REFUSED)
+            f"tcp:{site.ip}:443",
+            f"tcp:{S.CONTROL_IP}:{S.CONTROL_PORT}",
+            f"tcp:{S.BLOCKPAGE_IP}:80",
+            f"tcp:{S.MITM_IP}:443",
+        ]
+        # From the volunteer's namespace: the whole path through the ISP works.
+        p = self.exec("vol", [sys.executable, str(HERE / "netcheck.py"), "--deadline",
+                              str(max(1.0, end - time.monotonic())), *checks], timeout=deadline + 10)
+        if p.returncode != 0:
+            self._check_children()
+            raise LabError(f"the lab did not come up:\n{p.stderr.strip()}")
+        self._check_children()
+
+    def exec(self, role: str, argv: list[str], *, timeout: float | None = 60, capture: bool = True,
+             check: bool = False) -> subprocess.CompletedProcess:
+        """Run a command inside a lab namespace and wait for it. It is killed (by pid)
+        when it overruns ``timeout``, on Ctrl-C, and by ``down()``."""
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[role], *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+            text=True, start_new_session=True, cwd=str(REPO_ROOT), env=_clean_env(),
+        )
+        self._children[p.pid] = p
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill_child(p)
+            out, err = p.communicate()
+            raise LabError(f"{' '.join(argv[:4])}... overran {timeout} s in {role}:\n{(err or '')[-2000:]}")
+        except BaseException:
+            self._kill_child(p)
+            raise
+        finally:
+            self._children.pop(p.pid, None)
+        result = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        if check and p.returncode != 0:
+            raise LabError(f"{' '.join(argv)} in {role}: exit {p.returncode}\n{(err or '')[-2000:]}")
+        return result
+
+    @staticmethod
+    def _kill_child(p: subprocess.Popen, grace: float = 3.0) -> None:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # its own session: pgid == pid
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+
+    # ------------------------------------------------------------------ the probe
+
+    def probe_argv(self, db: str | Path, *, timeout_scale: float = 0.4, concurrency: int = 4,
+                   dns_wait: float = 0.5, targets: str | Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+        return [
+            sys.executable, "-m", "probe", "run",
+            "--targets", str(targets or self.targets_file), "--db", str(db),
+            "--control", S.CONTROL_URL, "--ca-file", str(self.ca_file),
+            "--no-doh", "--no-vantage-lookup", "--cc", "ZZ", "--asn", "AS64500",
+            "--lab-network", S.LAB_NETWORK, "--timeout-scale", str(timeout_scale),
+            "--concurrency", str(concurrency), "--dns-wait", str(dns_wait), *extra,
+        ]
+
+    def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, **kw):
+        """`probe run` over every scenario, inside the volunteer's namespace."""
+        return self.exec("vol", self.probe_argv(db, **kw), timeout=timeout, capture=capture)
+
+    # ------------------------------------------------------------------ tear down
+
+    def down(self) -> list[str]:
+        """Kill every lab process, delete the namespaces and /etc/netns dirs. Idempotent;
+        returns what could not be cleaned (empty when all went)."""
+        problems: list[str] = []
+        existing = set(netns_list())
+        # only namespaces this lab created (or took over with from_state / adopt): a
+        # namespace that was there before (a suffix clash) belongs to someone else
+        mine = [ns for ns in dict.fromkeys(self.created_ns) if ns in existing]
+
+        # 1. our own children, by pid (each leads its own process group)
+        for p in list(self._children.values()):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        # 2. whatever else runs inside a lab namespace (a lab left by `up`, a shell)
+        def inside() -> list[int]:
+            return sorted({pid for ns in mine for pid in netns_pids(ns)} - {os.getpid()})
+
+        for pid in inside():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            for p in self._children.values():
+                p.poll()
+            if not inside() and all(p.returncode is not None for p in self._children.values()):
+                break
+            time.sleep(0.05)
+        for pid in inside():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in list(self._children.values()):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                problems.append(f"process {p.pid} did not die")
+        self._children.clear()
+        end = time.monotonic() + 5
+        while inside() and time.monotonic() < end:
+            time.sleep(0.05)
+        for pid in inside():
+            problems.append(f"process {pid} still in a lab namespace")
+
+        # 3. namespaces (their veths go with them), then /etc/netns/<ns>
+        for ns in mine:
+            p = _run(["ip", "netns", "del", ns], check=False)
+            if p.returncode != 0:
+                problems.append(f"ip netns del {ns}: {p.stderr.strip()}")
+        for d in dict.fromkeys(self.etc_dirs):
+            if os.path.isdir(d) and NS_RE.match(os.path.basename(d)):
+                shutil.rmtree(d, ignore_errors=True)
+                if os.path.exists(d):
+                    problems.append(f"cannot remove {d}")
+        self.is_up = False
+
+        # 4. the work dir: ours and all went well -> remove; else keep the logs
+        if self.workdir is not None and self.workdir.exists():
+            keep = self.keep_workdir if self.keep_workdir is not None else (self.failed or bool(problems))
+            if self._own_workdir and not keep:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            elif self.state_path.exists():
+                self.state_path.unlink()
+        return problems
