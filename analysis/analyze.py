@@ -30,6 +30,11 @@ BATCH = 200
 class AnalyzeSummary:
     measurements: int = 0
     by_verdict: Counter = field(default_factory=Counter)
+    # blocked verdicts under LOW_CONFIDENCE (typically: no control to compare with)
+    weak_blocked: int = 0
+
+
+LOW_CONFIDENCE = 0.5
 
 
 def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintDB) -> Context:
@@ -85,6 +90,7 @@ def analyze_db(
             batch.append((mid, v))
             summary.measurements += 1
             summary.by_verdict[v.verdict] += 1
+            summary.weak_blocked += v.blocked and v.confidence < LOW_CONFIDENCE
             if progress is not None:
                 progress(summary.measurements, v)
             if len(batch) >= BATCH:

@@ -51,7 +51,7 @@ def classify_dns(v: View) -> LayerFinding:
             continue
         matches = [x for x in v.ctx.fingerprints.match_dns(ip) if not x.fingerprint.is_false_positive]
         in_country = [x for x in matches if v.ctx.cc and v.ctx.cc in x.fingerprint.countries]
-        if matches and (in_country or not v.is_bogon(ip)):
+        if matches and (in_country or not v.is_special(ip)):
             fp = (in_country or matches)[0].fingerprint
             score = 1.0 if in_country else 0.9
             return _finding(

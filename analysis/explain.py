@@ -31,7 +31,10 @@ def confidence_words(confidence: float | None) -> str:
     return f"{word} ({confidence:.2f})"
 
 
-def _blocked_words(verdict: str, blocked: bool) -> str:
+def _blocked_words(verdict: str, blocked: bool, confidence: float | None = None) -> str:
+    if blocked and confidence is not None and confidence < 0.5:
+        return ("perhaps: it failed here in a way censors use, but there was too little to compare "
+                "with to be sure (see below)")
     if blocked:
         return "yes: this site is blocked on this network"
     if verdict == "ok":
@@ -98,7 +101,7 @@ def explain_measurement(
         "",
         f"Verdict:     {verdict}",
         f"Meaning:     {meaning}",
-        f"Blocked:     {_blocked_words(verdict, blocked)}",
+        f"Blocked:     {_blocked_words(verdict, blocked, v['confidence'])}",
         f"Confidence:  {confidence_words(v['confidence'])}",
         "",
         "Why:" if evidence else "Why: (no evidence lines recorded)",

@@ -261,14 +261,15 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
                    {"status": final.status, "title": final.title, "body_length": final.body_length, "url": final.url})
     known_fp = [x for h in v.local_main for x in v.ctx.fingerprints.match_http(h) if x.fingerprint.is_false_positive]
     ctrl = v.control_final
+    if final.url.startswith("https://") and final.failure in (None, F.BODY_TOO_LARGE):
+        # no control needed to trust it: the certificate proves who served the page
+        return _f("https_response", 0, 0, 1.0, None, got,
+                  Evidence("over HTTPS with a valid certificate: the page comes from the site itself"))
     if ctrl is None or ctrl.status is None:
         if v.has_control:
             return _f("ctrl_failed_local_ok", 0, 0.2, 0.6, None, got,
                       Evidence("the control's request failed, but the page loads here"))
         return _f("response_no_ctrl", 0, 0, 0.5, None, got)
-    if final.url.startswith("https://") and final.failure in (None, F.BODY_TOO_LARGE):
-        return _f("https_response", 0, 0, 1.0, None, got,
-                  Evidence("over HTTPS with a valid certificate: the page comes from the site itself"))
 
     cmp = compare(final, ctrl)
     local_site, ctrl_site = site_of(URL(final.url).host), site_of(URL(ctrl.url).host)

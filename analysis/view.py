@@ -96,6 +96,18 @@ class View:
             addr = addr.ipv4_mapped
         return not addr.is_global
 
+    @staticmethod
+    def is_special(ip: str) -> bool:
+        """Not a global address, whatever the lab says: a fingerprint naming such an
+        address (127.0.0.1, 10.10.34.35) counts only for its own country, since sites and
+        labs use these addresses too."""
+        addr = _ip(ip)
+        if addr is None:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return not addr.is_global
+
     @cached_property
     def ip_literal(self) -> bool:
         return _ip(self.m.hostname) is not None

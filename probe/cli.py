@@ -340,9 +340,43 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, control_url:
         if summary.not_measured:
             line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
         click.echo(line, err=True)
+    if summary.measured:
+        _verdicts_of_run(db, db_path, run_row["run_id"], json_logs)
+    if not json_logs:
         click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
     if summary.status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
+    """Classify what the run measured (what `probe analyze --run` does) and say it in one
+    line: a volunteer wants the answer, not only the evidence. A failure here never
+    costs the measurements, which are already stored."""
+    from analysis.analyze import analyze_db
+    from analysis.verdicts import VERDICTS
+
+    try:
+        result = analyze_db(db, run_id=run_id)
+        counts = result.by_verdict
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say how to retry
+        click.echo(f"could not classify the run ({exc}); try: probe analyze --db {db_path}", err=True)
+        return
+    if json_logs:
+        click.echo(json.dumps({"event": "verdicts", "run_id": run_id, "counts": dict(counts),
+                               "low_confidence_blocked": result.weak_blocked}))
+        return
+    blocked = {v: n for v, n in counts.items() if VERDICTS[v][0]}
+    parts = [f"{sum(blocked.values())} blocked"
+             + (f" ({', '.join(f'{v} {n}' for v, n in sorted(blocked.items(), key=lambda kv: -kv[1]))})" if blocked else "")]
+    if result.weak_blocked:
+        parts[0] += f", {result.weak_blocked} of them with low confidence"
+    parts += [f"{counts[v]} {v}" for v in ("ok", "down", "error") if counts.get(v)]
+    click.echo("verdicts: " + ", ".join(parts), err=True)
+    if result.weak_blocked:
+        click.echo("  low confidence: nothing to compare with (no control helper, or it failed); "
+                   "a site that is down everywhere looks the same. Measure again with --control URL.", err=True)
+    click.echo(f"the table: probe report --db {db_path}; one site in plain words: probe explain --db {db_path} URL",
+               err=True)
 
 
 @main.command()

@@ -80,7 +80,7 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
     db = tmp_path / "results" / "probe.db"
     targets = write_targets(tmp_path, world)
     rc, out, err = await probe("run", "--targets", str(targets), "--cc", "BY", "--asn", "6697",
-                               *lab_args(world, ca_file, db))
+                               "--lab-network", "127.0.0.0/8", *lab_args(world, ca_file, db))
     assert rc == 0, err
     assert "This run measures 3 website(s)" in err and "Your public IP address is not stored" in err
     assert "no control helper" in err
@@ -99,20 +99,29 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
                   "where m.url like 'https://ok%'")
     assert ok == [(200, "OK site")]
     assert rows(db, "select count(*) from run_targets where status = 'done'") == [(3,)]
+    # the run ends classified, and says so in one line; without a control, low confidence
+    verdicts = dict(rows(db, "select m.url, v.verdict from verdicts v join measurements m using (measurement_id)"))
+    assert verdicts["https://gone.lab.test/"] == "dns.nxdomain"
+    # that server resets whatever is sent, the harmless-SNI hello too: the address, not the name
+    assert verdicts[f"https://reset.lab.test:{world['reset'].port}/"] == "tcp.reset"
+    assert "verdicts: 2 blocked (" in err and "2 of them with low confidence" in err and "1 ok" in err
+    assert "--control URL" in err and "probe report --db" in err
 
 
 async def test_json_logs_are_one_event_per_line(tmp_path, world, ca_file):
     db = tmp_path / "p.db"
     rc, out, err = await probe("run", "--targets", str(write_targets(tmp_path, world)), "--json",
-                               *lab_args(world, ca_file, db))
+                               "--lab-network", "127.0.0.0/8", *lab_args(world, ca_file, db))
     assert rc == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "notice" and kinds[1] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds[0] == "notice" and kinds[1] == "run_started" and kinds[-2:] == ["run_finished", "verdicts"]
     assert kinds.count("measured") == 3
     measured = {e["url"]: e for e in events if e["event"] == "measured"}
     assert measured["https://gone.lab.test/"]["anomaly_hint"] is True
-    assert events[-1]["measured"] == 3 and events[-1]["status"] == "finished"
+    assert events[-2]["measured"] == 3 and events[-2]["status"] == "finished"
+    (summary,) = [e for e in events if e["event"] == "verdicts"]
+    assert summary["counts"] == {"ok": 1, "dns.nxdomain": 1, "tcp.reset": 1} and summary["low_confidence_blocked"] == 2
 
 
 async def test_show_prints_runs_and_the_evidence_of_one_url(tmp_path, world, ca_file):
@@ -291,6 +300,9 @@ async def test_shipped_target_list_runs_and_records_every_target(tmp_path):
     assert rows(db, "select count(distinct m.url) from measurements m join dns_queries q using (measurement_id) "
                     "where q.failure = 'dns_nxdomain'") == [(n,)]
     assert elapsed < 60
+    # no name resolves and there is no control: that says "no network", not "blocked"
+    assert rows(db, "select verdict, count(*) from verdicts group by verdict") == [("error", n)]
+    assert f"verdicts: 0 blocked, {n} error" in err
 
 
 def test_help_texts_say_plainly_what_things_do():

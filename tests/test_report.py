@@ -345,6 +345,13 @@ def test_explain_an_ok_site_and_cyrillic_evidence(dbs):
     assert confidence_words(0.55) == "medium (0.55)" and confidence_words(0.1) == "low (0.10)"
 
 
+def test_explain_does_not_overclaim_a_weak_verdict():
+    from analysis.explain import _blocked_words
+
+    assert _blocked_words("dns.nxdomain", True, 0.3).startswith("perhaps")
+    assert _blocked_words("dns.nxdomain", True, 0.9).startswith("yes")
+
+
 def test_explain_without_verdict_says_to_run_analyze(dbs):
     db = dbs[0]
     run_id = _run(db, "BY", "AS6697", "Beltelecom", 4, ["https://charter97.org/"])
