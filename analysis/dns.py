@@ -117,7 +117,7 @@ def classify_dns(v: View) -> LayerFinding:
         ip = v.response_ip(h)
         if ip not in v.local_answers:
             continue
-        matches = [x for x in v.ctx.fingerprints.match_http(h) if not x.fingerprint.is_false_positive]
+        matches = [x for x in v.http_matches(h) if not x.fingerprint.is_false_positive]
         confirming = [x for x in matches if x.fingerprint.confirms]
         if not confirming and v.reference_answers:
             confirming = matches  # a vague word counts when we know the address is not the site's

@@ -68,13 +68,99 @@ class Match:
         return f"{fp.name} ({fp.scope}{countries}) in {self.where}: {self.value!r}"
 
 
+def _required_literal(pattern: str) -> tuple[str | None, bool]:
+    """(a literal every match of ``pattern`` contains, whether the pattern is only that
+    literal). Most Censored Planet "regexps" are escaped URLs: matched as literals they
+    join the one-pass automaton; the rest run only when their literal is present."""
+    try:
+        parsed = re._parser.parse(pattern, re.DOTALL)  # the stdlib's own regex parser
+        literal = re._constants.LITERAL
+    except Exception:  # noqa: BLE001 - no prefilter is always safe
+        return None, False
+    if parsed.state.flags & re.IGNORECASE:
+        return None, False
+    runs, cur, pure = [], [], True
+    for op, av in parsed:  # top-level literals are required; anything nested is not
+        if op is literal:
+            cur.append(chr(av))
+            continue
+        pure = False
+        if cur:
+            runs.append("".join(cur))
+            cur = []
+    if cur:
+        runs.append("".join(cur))
+    best = max(runs, key=len, default=None)
+    return best, pure and len(runs) == 1
+
+
+class _Location:
+    """The fingerprints of one location, indexed so that a value is matched in one pass:
+    ``full`` by a dict, ``contains`` (and literal regexps) by an Aho-Corasick automaton,
+    other regexps only when a literal they require occurs. Matches keep file order."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Fingerprint, re.Pattern | None]] = []
+        self.full: dict[str, list[int]] = defaultdict(list)
+        self.scan: list[int] = []  # prefix, and regexps with no usable literal: always tried
+        self.gated: dict[str, list[int]] = defaultdict(list)  # literal -> entries it gates
+        self.literal: dict[str, list[int]] = defaultdict(list)  # literal -> entries it proves
+        self._automaton = None
+
+    def add(self, fp: Fingerprint, compiled: re.Pattern | None) -> None:
+        i = len(self.entries)
+        self.entries.append((fp, compiled))
+        if fp.pattern_type == "full":
+            self.full[fp.pattern].append(i)
+        elif fp.pattern_type == "contains":
+            self.literal[fp.pattern].append(i)
+        elif fp.pattern_type == "regexp":
+            lit, pure = _required_literal(fp.pattern)
+            if lit and pure:
+                self.literal[lit].append(i)
+            elif lit and len(lit) >= 3:
+                self.gated[lit].append(i)
+            else:
+                self.scan.append(i)
+        else:
+            self.scan.append(i)
+
+    def _words(self):
+        if self._automaton is None and (self.literal or self.gated):
+            import ahocorasick
+
+            a = ahocorasick.Automaton()
+            for word in set(self.literal) | set(self.gated):
+                a.add_word(word, word)
+            a.make_automaton()
+            self._automaton = a
+        return self._automaton
+
+    def match(self, value: str) -> list[int]:
+        hits = set(self.full.get(value, ()))
+        for i in self.scan:
+            fp, compiled = self.entries[i]
+            if _matches(fp, compiled, value):
+                hits.add(i)
+        automaton = self._words()
+        if automaton is not None and value:
+            found = {word for _, word in automaton.iter(value)}
+            for word in found:
+                hits.update(self.literal.get(word, ()))
+                for i in self.gated.get(word, ()):
+                    fp, compiled = self.entries[i]
+                    if compiled is not None and compiled.search(value):
+                        hits.add(i)
+        return sorted(hits)
+
+
 @dataclass
 class FingerprintDB:
     fingerprints: list[Fingerprint]
     skipped: list[str] = field(default_factory=list)  # rows whose regexp Python cannot compile
 
     def __post_init__(self) -> None:
-        self._by_location: dict[str, list[tuple[Fingerprint, re.Pattern | None]]] = defaultdict(list)
+        self._by_location: dict[str, _Location] = defaultdict(_Location)
         kept = []
         for fp in self.fingerprints:
             compiled = None
@@ -86,14 +172,17 @@ class FingerprintDB:
                     self.skipped.append(f"{fp.name}: {exc}")
                     continue
             kept.append(fp)
-            self._by_location[fp.location.lower()].append((fp, compiled))
+            self._by_location[fp.location.lower()].add(fp, compiled)
         self.fingerprints = kept
 
     def _match(self, location: str, value: str, where: str) -> list[Match]:
+        loc = self._by_location.get(location)
+        if loc is None:
+            return []
         out = []
-        for fp, compiled in self._by_location.get(location, ()):
-            if _matches(fp, compiled, value):
-                out.append(Match(fp, where, _short(value, fp, compiled)))
+        for i in loc.match(value):
+            fp, compiled = loc.entries[i]
+            out.append(Match(fp, where, _short(value, fp, compiled)))
         return out
 
     def match_dns(self, answer: str) -> list[Match]:

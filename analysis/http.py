@@ -24,6 +24,7 @@ from probe.records import HttpRequest
 from .fingerprints import Match
 from .tcpip import RESET_LIKE
 from .tcpip import VERDICT_FOR as TCP_VERDICT_FOR
+from .tcpip import most_telling
 from .verdicts import Evidence, LayerFinding
 from .view import CERT_FAILURES, HopSteps, View, norm_host
 
@@ -123,7 +124,7 @@ def _blockpage(v: View) -> tuple[Match, HttpRequest] | None:
     """The first fingerprint match on a local hop that counts as a blockpage."""
     weak: tuple[Match, HttpRequest] | None = None
     for h in v.local_main:
-        for x in v.ctx.fingerprints.match_http(h):
+        for x in v.http_matches(h):
             fp = x.fingerprint
             if fp.is_false_positive:
                 continue
@@ -148,7 +149,7 @@ def _step_verdict(steps: HopSteps, failure: str) -> tuple[str, float, str, list[
                      {"host": steps.host, "failures": fails})]
     if steps.tcp and not any(c.success for c in steps.tcp):
         fails = sorted({c.failure or F.UNKNOWN_FAILURE for c in steps.tcp})
-        main = next((f for f in (F.CONNECTION_REFUSED, F.CONNECTION_RESET, F.GENERIC_TIMEOUT) if f in fails), fails[0])
+        main = most_telling(fails)
         verdict = TCP_VERDICT_FOR.get(main, "tcp.timeout")
         return verdict, 0.75 if main == F.GENERIC_TIMEOUT else 0.8, "redirect_target_tcp_failure", [
             Evidence(f"every TCP connect to the redirect target {name} failed here ({', '.join(fails)})",
@@ -259,7 +260,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
     # a response came
     got = Evidence(f"got {final.status} {final.title or ''} ({final.body_length} bytes) from {final.url}".replace("  ", " "),
                    {"status": final.status, "title": final.title, "body_length": final.body_length, "url": final.url})
-    known_fp = [x for h in v.local_main for x in v.ctx.fingerprints.match_http(h) if x.fingerprint.is_false_positive]
+    known_fp = [x for h in v.local_main for x in v.http_matches(h) if x.fingerprint.is_false_positive]
     ctrl = v.control_final
     if final.url.startswith("https://") and final.failure in (None, F.BODY_TOO_LARGE):
         # no control needed to trust it: the certificate proves who served the page

@@ -27,6 +27,12 @@ VERDICT_FOR = {
 IPV6_BROKEN = {F.NETWORK_UNREACHABLE, F.ADDRESS_FAMILY_NOT_SUPPORTED, F.HOST_UNREACHABLE}
 
 
+def most_telling(failures: list[str]) -> str:
+    """The failure that says most about a set of connects: refused/reset beat timeouts,
+    which can also be loss."""
+    return next((f for f in (F.CONNECTION_REFUSED, F.CONNECTION_RESET, F.GENERIC_TIMEOUT) if f in failures), failures[0])
+
+
 def _f(rule, blocked, down, ok, verdict=None, *evidence) -> LayerFinding:
     return LayerFinding("tcp", blocked, down, ok, rule, verdict, list(evidence))
 
@@ -80,8 +86,7 @@ def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
     if not v4 and all(c.failure in IPV6_BROKEN for c in conns):
         return _f("ipv6_broken_probe", 0, 0, 0, None,
                   Evidence("only IPv6 addresses, and this network has no working IPv6: not judged"))
-    # the most telling failure: refused/reset beat timeouts, which can also be loss
-    main = next((f for f in (F.CONNECTION_REFUSED, F.CONNECTION_RESET, F.GENERIC_TIMEOUT) if f in failures), failures[0])
+    main = most_telling(failures)
     verdict = VERDICT_FOR.get(main, "tcp.timeout")
     ev = Evidence(
         f"every TCP connect to port {m.port} failed locally ({', '.join(failures)}) on "

@@ -286,6 +286,15 @@ class View:
         tls = [t for t in self.m.tls if t.port == port and t.sni_role == "target" and norm_host(t.server_name) == norm_host(host)]
         return HopSteps(h.url, host, u.scheme, port, dns, answers, tcp, tls)
 
+    def http_matches(self, h: HttpRequest):
+        """Fingerprint matches of one response, computed once per measurement (the DNS
+        and HTTP layers both ask)."""
+        cache = self.__dict__.setdefault("_http_matches", {})
+        key = id(h)
+        if key not in cache:
+            cache[key] = self.ctx.fingerprints.match_http(h)
+        return cache[key]
+
     def response_ip(self, h: HttpRequest) -> str | None:
         if h.address:
             return host_of(h.address)

@@ -6,7 +6,8 @@ Each run measures N distinct names (http://bN.bench.test:PORT/) that a local DNS
 resolves to 127.0.0.1, served by one local aiohttp site, through the real CLI in a
 subprocess, with the default settings but --concurrency 32 and no system resolver.
 Peak memory is the probe process's maximum RSS; comparing N=1000 with N=3000 shows
-whether memory stays flat as the list grows.
+whether memory stays flat as the list grows. The run ends by classifying what it
+measured; `probe analyze` is then timed once more on its own (classifier throughput).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def bench(n: int, concurrency: int = 32, dns_wait: float = 1.0) -> dict:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "probe", "run", "--targets", str(targets), "--db", str(db),
                 "--resolver", dns.address, "--no-system-resolver", "--no-doh", "--no-vantage-lookup",
+                "--lab-network", "127.0.0.0/8",  # loopback stands for the internet here
                 "--concurrency", str(concurrency), "--dns-wait", str(dns_wait), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )
@@ -47,9 +49,19 @@ async def bench(n: int, concurrency: int = 32, dns_wait: float = 1.0) -> dict:
             peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             if proc.returncode != 0:
                 raise SystemExit(f"probe failed: {err.decode()[-500:]}")
+            t1 = time.monotonic()
+            again = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "probe", "analyze", "--db", str(db), cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await again.communicate()
+            analyze_s = time.monotonic() - t1
+            if again.returncode != 0:
+                raise SystemExit(f"probe analyze failed: {err.decode()[-500:]}")
             conn = sqlite3.connect(db)
             measured = conn.execute("select count(*) from measurements").fetchone()[0]
             ok = conn.execute("select count(*) from http_requests where status = 200").fetchone()[0]
+            verdicts = dict(conn.execute("select verdict, count(*) from verdicts group by verdict").fetchall())
             conn.close()
             size = db.stat().st_size
     return {
@@ -61,6 +73,9 @@ async def bench(n: int, concurrency: int = 32, dns_wait: float = 1.0) -> dict:
         "targets_per_s": round(n / elapsed, 1),
         "peak_rss_mib": round(max(peak_kib, before) / 1024, 1),
         "db_kib_per_target": round(size / 1024 / n, 1),
+        "verdicts": verdicts,
+        "analyze_s": round(analyze_s, 1),
+        "analyzed_per_s": round(measured / analyze_s),
     }
 
 

@@ -355,9 +355,19 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
     from analysis.analyze import analyze_db
     from analysis.verdicts import VERDICTS
 
+    from analysis.verdicts import CLASSIFIER_VERSION
+
     try:
         result = analyze_db(db, run_id=run_id)
         counts = result.by_verdict
+        # Earlier runs classified by an older probe: classify them too, or a report
+        # (which reads one classifier version) would leave them out.
+        stale = db.execute(
+            "select count(*) from measurements m where not exists (select 1 from verdicts v "
+            "where v.measurement_id = m.measurement_id and v.classifier_version = ?)", [CLASSIFIER_VERSION]
+        ).fetchone()[0]
+        if stale:
+            analyze_db(db)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say how to retry
         click.echo(f"could not classify the run ({exc}); try: probe analyze --db {db_path}", err=True)
         return
@@ -372,6 +382,9 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
         parts[0] += f", {result.weak_blocked} of them with low confidence"
     parts += [f"{counts[v]} {v}" for v in ("ok", "down", "error") if counts.get(v)]
     click.echo("verdicts: " + ", ".join(parts), err=True)
+    if counts and counts.get("error") == sum(counts.values()):
+        click.echo("  nothing could be measured: this computer seems to have no working DNS or no internet "
+                   "connection; check it, or name a resolver with --resolver IP", err=True)
     if result.weak_blocked:
         click.echo("  low confidence: nothing to compare with (no control helper, or it failed); "
                    "a site that is down everywhere looks the same. Measure again with --control URL.", err=True)

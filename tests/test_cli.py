@@ -108,6 +108,26 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
     assert "--control URL" in err and "probe report --db" in err
 
 
+async def test_a_run_also_classifies_older_runs_an_older_probe_left_behind(tmp_path, world, ca_file):
+    from analysis.verdicts import CLASSIFIER_VERSION
+
+    db = tmp_path / "p.db"
+    targets = write_targets(tmp_path, world)
+    rc, _, err = await probe("run", "--targets", str(targets), *lab_args(world, ca_file, db))
+    assert rc == 0, err
+    conn = sqlite3.connect(db)
+    conn.execute("update verdicts set classifier_version = '0.9.0'")  # as an older probe wrote them
+    conn.commit()
+    conn.close()
+    one = tmp_path / "one.txt"
+    one.write_text("https://gone.lab.test/\n")
+    rc, _, err = await probe("run", "--targets", str(one), *lab_args(world, ca_file, db))
+    assert rc == 0, err
+    assert "verdicts: 1 blocked" in err  # the summary is about this run
+    assert rows(db, "select count(*) from measurements") == [(4,)]
+    assert rows(db, "select count(*) from verdicts where classifier_version = ?", [CLASSIFIER_VERSION]) == [(4,)]
+
+
 async def test_json_logs_are_one_event_per_line(tmp_path, world, ca_file):
     db = tmp_path / "p.db"
     rc, out, err = await probe("run", "--targets", str(write_targets(tmp_path, world)), "--json",
@@ -302,7 +322,7 @@ async def test_shipped_target_list_runs_and_records_every_target(tmp_path):
     assert elapsed < 60
     # no name resolves and there is no control: that says "no network", not "blocked"
     assert rows(db, "select verdict, count(*) from verdicts group by verdict") == [("error", n)]
-    assert f"verdicts: 0 blocked, {n} error" in err
+    assert f"verdicts: 0 blocked, {n} error" in err and "nothing could be measured" in err
 
 
 def test_help_texts_say_plainly_what_things_do():
