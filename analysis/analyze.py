@@ -20,7 +20,7 @@ from probe import store
 from .classify import classify
 from .fingerprints import FingerprintDB, default_fingerprints
 from .persist import save_verdicts
-from .verdicts import Verdict
+from .verdicts import LOW_CONFIDENCE, Verdict
 from .view import Context
 
 BATCH = 200
@@ -32,9 +32,6 @@ class AnalyzeSummary:
     by_verdict: Counter = field(default_factory=Counter)
     # blocked verdicts under LOW_CONFIDENCE (typically: no control to compare with)
     weak_blocked: int = 0
-
-
-LOW_CONFIDENCE = 0.5
 
 
 def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintDB) -> Context:

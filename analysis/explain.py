@@ -16,7 +16,7 @@ import sqlite_utils
 from probe import store
 
 from .report import version_key, evidence_lines, short_time
-from .verdicts import LAYERS, VERDICTS
+from .verdicts import LAYERS, LOW_CONFIDENCE, VERDICTS
 
 
 class NothingToExplain(Exception):
@@ -27,12 +27,12 @@ def confidence_words(confidence: float | None) -> str:
     """``high (0.95)``: a number alone means little to a volunteer."""
     if confidence is None:
         return "unknown"
-    word = "high" if confidence >= 0.8 else "medium" if confidence >= 0.5 else "low"
+    word = "high" if confidence >= 0.8 else "medium" if confidence >= LOW_CONFIDENCE else "low"
     return f"{word} ({confidence:.2f})"
 
 
 def _blocked_words(verdict: str, blocked: bool, confidence: float | None = None) -> str:
-    if blocked and confidence is not None and confidence < 0.5:
+    if blocked and confidence is not None and confidence < LOW_CONFIDENCE:
         return ("perhaps: it failed here in a way censors use, but there was too little to compare "
                 "with to be sure (see below)")
     if blocked:

@@ -137,7 +137,7 @@ def _blockpage(v: View) -> tuple[Match, HttpRequest] | None:
     return weak
 
 
-def _step_verdict(steps: HopSteps, failure: str) -> tuple[str, float, str, list[Evidence]] | None:
+def _step_verdict(steps: HopSteps) -> tuple[str, float, str, list[Evidence]] | None:
     """The first of the hop's own steps (DNS, TCP, TLS) that failed, as that layer's
     verdict: a redirect to a host whose name, address or SNI is blocked is blocked there,
     not "at HTTP" (OONI reports all of these as http-failure)."""
@@ -169,7 +169,7 @@ def _step_verdict(steps: HopSteps, failure: str) -> tuple[str, float, str, list[
     return None
 
 
-def hop_failure(v: View, final: HttpRequest, failure: str, handshaken: bool) -> tuple[str, float, str, list[Evidence]]:
+def hop_failure(v: View, final: HttpRequest, failure: str) -> tuple[str, float, str, list[Evidence]]:
     """(verdict, blocked score, rule id, evidence) for a fetch whose last hop failed
     while the control's succeeded: judged on that hop's own DNS/TCP/TLS when they were
     measured, else on the failure string and the scheme."""
@@ -185,10 +185,9 @@ def hop_failure(v: View, final: HttpRequest, failure: str, handshaken: bool) -> 
     steps = v.hop_steps(final)
     other_host = steps is not None and norm_host(steps.host) != v.host_key
     if steps is not None and (other_host or final.hop > 0):
-        judged = _step_verdict(steps, failure)
+        judged = _step_verdict(steps)
         if judged is not None:
             return judged
-    https = final.url.startswith("https://")
     if failure.startswith("dns_"):
         return "dns.nxdomain", 0.8, "redirect_target_dns_failure", [
             Evidence("a redirect target's name does not resolve here")]
@@ -198,7 +197,7 @@ def hop_failure(v: View, final: HttpRequest, failure: str, handshaken: bool) -> 
         return "tcp.timeout", 0.6, "redirect_target_unreachable", []
     if failure in CERT_FAILURES:
         return "tls.mitm", 0.6, "redirect_target_bad_certificate", []
-    no_tls_record = https and other_host and not (steps and steps.tls)
+    no_tls_record = final.url.startswith("https://") and other_host and not (steps and steps.tls)
     if failure in RESET_LIKE:
         if no_tls_record:
             # an https hop with no handshake recorded: a reset there most likely cut the
@@ -250,7 +249,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
                    Evidence("this is not a network failure the probe knows: it could not measure the page"))
             f.error = True
             return f
-        verdict, score, rule, why = hop_failure(v, final, failure, handshaken)
+        verdict, score, rule, why = hop_failure(v, final, failure)
         ev = [local, *why]
         if v.control_http_ok:
             return _f(rule, score, 1 - score, 0, verdict, *ev,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CLASSIFIER_VERSION = "1.1.0"
+# Below this, a blocked verdict is said with a "perhaps" (typically: no control)
+LOW_CONFIDENCE = 0.5
 
 # verdict -> (blocked, meaning)
 VERDICTS: dict[str, tuple[bool, str]] = {

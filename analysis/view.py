@@ -12,7 +12,7 @@ from yarl import URL
 from probe import failures as F
 from probe.records import DnsQuery, HttpRequest, Measurement, TlsHandshake
 
-from .fingerprints import FingerprintDB, default_fingerprints
+from .fingerprints import FingerprintDB, Match, default_fingerprints
 
 # Failures that mean "no answer came at all": nothing was learned about the name.
 NO_RESPONSE = {F.GENERIC_TIMEOUT, F.DNS_TEMPORARY_FAILURE, F.CONNECTION_REFUSED, F.NETWORK_UNREACHABLE,
@@ -68,6 +68,14 @@ class HopSteps:
     tls: list[TlsHandshake]
 
 
+def addresses_of(queries: list[DnsQuery]) -> list[str]:
+    """Every address the queries answered, first seen first, once each."""
+    out: list[str] = []
+    for q in queries:
+        out += [ip for ip in q.addresses() if ip not in out]
+    return out
+
+
 def host_of(address: str | None) -> str | None:
     """'1.2.3.4:80' / '[::1]:443' -> the IP."""
     if not address:
@@ -81,6 +89,7 @@ class View:
     def __init__(self, m: Measurement, ctx: Context):
         self.m = m
         self.ctx = ctx
+        self._http_matches: dict[str, list[Match]] = {}
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -88,13 +97,9 @@ class View:
         """Not routable on the internet: private, loopback, link-local, reserved, ...
         (a lab's own range excepted)."""
         addr = _ip(ip)
-        if addr is None:
+        if addr is None or any(addr in net for net in self.ctx.lab_networks):
             return False
-        if any(addr in net for net in self.ctx.lab_networks):
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return not addr.is_global
+        return self.is_special(ip)
 
     @staticmethod
     def is_special(ip: str) -> bool:
@@ -131,12 +136,7 @@ class View:
 
     @cached_property
     def local_answers(self) -> list[str]:
-        out: list[str] = []
-        for q in self.browser_queries:
-            for ip in q.addresses():
-                if ip not in out:
-                    out.append(ip)
-        return out
+        return addresses_of(self.browser_queries)
 
     @cached_property
     def local_dns_failure(self) -> str | None:
@@ -251,9 +251,10 @@ class View:
         own = set(self.m.addresses)
         return [c for c in self.m.tcp if c.port == port and (not own or c.ip in own)]
 
-    def target_tls(self, port: int) -> list[TlsHandshake]:
-        return [t for t in self.m.tls if t.port == port and t.sni_role == "target"
-                and norm_host(t.server_name) in (self.host_key, "") ]
+    def target_tls(self, port: int, host: str | None = None) -> list[TlsHandshake]:
+        """Handshakes with the site's name (or ``host``'s) on ``port``."""
+        names = (self.host_key, "") if host is None else (norm_host(host),)
+        return [t for t in self.m.tls if t.port == port and t.sni_role == "target" and norm_host(t.server_name) in names]
 
     def benign_tls(self, ip: str, port: int) -> list[TlsHandshake]:
         return [t for t in self.m.tls if t.port == port and t.ip == ip and t.sni_role == "control"]
@@ -277,23 +278,16 @@ class View:
             tcp = self.target_tcp(port)
         else:
             dns = self._queries("system", host) or self._queries("udp", host)
-            answers = []
-            for q in dns:
-                answers += [ip for ip in q.addresses() if ip not in answers]
-            if _ip(host) is not None:
-                answers = [host]
+            answers = [host] if _ip(host) is not None else addresses_of(dns)
             tcp = [c for c in self.m.tcp if c.port == port and c.ip in answers]
-        tls = [t for t in self.m.tls if t.port == port and t.sni_role == "target" and norm_host(t.server_name) == norm_host(host)]
-        return HopSteps(h.url, host, u.scheme, port, dns, answers, tcp, tls)
+        return HopSteps(h.url, host, u.scheme, port, dns, answers, tcp, self.target_tls(port, host))
 
-    def http_matches(self, h: HttpRequest):
+    def http_matches(self, h: HttpRequest) -> list[Match]:
         """Fingerprint matches of one response, computed once per measurement (the DNS
         and HTTP layers both ask)."""
-        cache = self.__dict__.setdefault("_http_matches", {})
-        key = id(h)
-        if key not in cache:
-            cache[key] = self.ctx.fingerprints.match_http(h)
-        return cache[key]
+        if h.request_id not in self._http_matches:
+            self._http_matches[h.request_id] = self.ctx.fingerprints.match_http(h)
+        return self._http_matches[h.request_id]
 
     def response_ip(self, h: HttpRequest) -> str | None:
         if h.address:

@@ -28,6 +28,16 @@ sys.path.insert(0, str(ROOT))
 from servers import Answer, DnsServer, WebServer, site_app  # noqa: E402
 
 
+async def probe(*args: str) -> None:
+    """`python -m probe ARGS` in a subprocess; a failure ends the benchmark."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", *args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"probe {args[0]} failed: {err.decode()[-500:]}")
+
+
 async def bench(n: int, concurrency: int = 32, dns_wait: float = 1.0) -> dict:
     zone = {f"b{i}.bench.test": Answer(a=["127.0.0.1"]) for i in range(n)}
     async with DnsServer(zone) as dns, WebServer(site_app(body_size=20_000)) as web:
@@ -37,27 +47,15 @@ async def bench(n: int, concurrency: int = 32, dns_wait: float = 1.0) -> dict:
             db = Path(tmp) / "bench.db"
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "probe", "run", "--targets", str(targets), "--db", str(db),
-                "--resolver", dns.address, "--no-system-resolver", "--no-doh", "--no-vantage-lookup",
-                "--lab-network", "127.0.0.0/8",  # loopback stands for the internet here
-                "--concurrency", str(concurrency), "--dns-wait", str(dns_wait), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await proc.communicate()
+            await probe("run", "--targets", str(targets), "--db", str(db),
+                        "--resolver", dns.address, "--no-system-resolver", "--no-doh", "--no-vantage-lookup",
+                        "--lab-network", "127.0.0.0/8",  # loopback stands for the internet here
+                        "--concurrency", str(concurrency), "--dns-wait", str(dns_wait))
             elapsed = time.monotonic() - t0
             peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            if proc.returncode != 0:
-                raise SystemExit(f"probe failed: {err.decode()[-500:]}")
             t1 = time.monotonic()
-            again = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "probe", "analyze", "--db", str(db), cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await again.communicate()
+            await probe("analyze", "--db", str(db))
             analyze_s = time.monotonic() - t1
-            if again.returncode != 0:
-                raise SystemExit(f"probe analyze failed: {err.decode()[-500:]}")
             conn = sqlite3.connect(db)
             measured = conn.execute("select count(*) from measurements").fetchone()[0]
             ok = conn.execute("select count(*) from http_requests where status = 200").fetchone()[0]

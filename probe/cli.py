@@ -353,21 +353,18 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
     line: a volunteer wants the answer, not only the evidence. A failure here never
     costs the measurements, which are already stored."""
     from analysis.analyze import analyze_db
-    from analysis.verdicts import VERDICTS
-
-    from analysis.verdicts import CLASSIFIER_VERSION
+    from analysis.verdicts import CLASSIFIER_VERSION, VERDICTS
 
     try:
         result = analyze_db(db, run_id=run_id)
         counts = result.by_verdict
         # Earlier runs classified by an older probe: classify them too, or a report
         # (which reads one classifier version) would leave them out.
-        stale = db.execute(
-            "select count(*) from measurements m where not exists (select 1 from verdicts v "
-            "where v.measurement_id = m.measurement_id and v.classifier_version = ?)", [CLASSIFIER_VERSION]
-        ).fetchone()[0]
-        if stale:
-            analyze_db(db)
+        stale_runs = [r[0] for r in db.execute(
+            "select distinct m.run_id from measurements m where not exists (select 1 from verdicts v "
+            "where v.measurement_id = m.measurement_id and v.classifier_version = ?)", [CLASSIFIER_VERSION])]
+        for stale in stale_runs:
+            analyze_db(db, run_id=stale)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say how to retry
         click.echo(f"could not classify the run ({exc}); try: probe analyze --db {db_path}", err=True)
         return
