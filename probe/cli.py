@@ -76,8 +76,13 @@ def main() -> None:
               help="Target list: one URL per line (optional category and note), or a Citizen Lab CSV. [default: targets.txt]")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
               help="SQLite database the results go into.")
-@click.option("--control", "control_url", default=None, metavar="URL",
-              help="Control helper (`probe control serve`) on an uncensored network. Without one, verdicts are weaker.")
+@click.option("--control", "control_urls", multiple=True, metavar="URL",
+              help="Control helper (`probe control serve`, or ooni+https://HOST for an OONI test helper) on an "
+                   "uncensored network; repeat to name fallbacks, used in order. [default: the list's "
+                   "`# control:` header, else `probe config set control`]")
+@click.option("--no-control", is_flag=True,
+              help="Measure without a control helper: failures a site that is down would also show are then "
+                   "reported as \"can't tell\".")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
               help="URLs measured at the same time.")
 @click.option("--max-runtime", default=None, metavar="DURATION",
@@ -116,7 +121,8 @@ def main() -> None:
 def run(
     targets_path: Path | None,
     db_path: Path,
-    control_url: str | None,
+    control_urls: tuple[str, ...],
+    no_control: bool,
     concurrency: int,
     max_runtime: str | None,
     resume: bool,
@@ -142,10 +148,12 @@ def run(
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
     runtime = parse_or_fail(max_runtime)
+    if no_control and control_urls:
+        fail("--control and --no-control contradict each other")
     if resume:
         if targets_path is not None or list_only:
             fail("--resume continues a stored run; it takes no --targets or --list")
-        _resume(db_path, run_id, control_url, concurrency, runtime, json_logs)
+        _resume(db_path, run_id, list(control_urls), no_control, concurrency, runtime, json_logs)
         return
 
     path = targets_path or DEFAULT_TARGETS
@@ -177,8 +185,9 @@ def run(
         ca_file=ca_file,
         lab_networks=_networks(lab_network),
     )
+    controls, source = _control_sources(control_urls, no_control, path)
     if not no_dns_sink:
-        config.dns_sink = _sink_address(dns_sink, control_url)
+        config.dns_sink = _sink_address(dns_sink, controls[0] if controls else None)
     db = open_db_or_fail(db_path)
     try:
         plan = asyncio.run(
@@ -186,7 +195,8 @@ def run(
                 targets_path=path,
                 target_count=len(targets),
                 config=config,
-                control_url=control_url,
+                control_urls=controls,
+                control_source=source,
                 doh_url=None if no_doh else doh_url,
                 cc=cc,
                 asn=asn,
@@ -204,7 +214,32 @@ def run(
     else:
         click.echo(text, err=True)
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
-    _execute(db, db_path, plan.run, plan.config, control_url, concurrency, runtime, json_logs)
+    _execute(db, db_path, plan.run, plan.config, plan.controls, concurrency, runtime, json_logs)
+
+
+def _control_sources(cli: tuple[str, ...], no_control: bool, targets: Path) -> tuple[list[str], str | None]:
+    """The control helpers to use, and where they came from: --control (in order), else
+    the target list's `# control:` header, else the user's config file."""
+    from .targets import read_control_header
+    from .userconfig import ConfigError, check_control_url, config_path, get
+
+    if no_control:
+        return [], None
+    try:
+        if cli:
+            return list(dict.fromkeys(check_control_url(u) for u in cli)), "--control"
+        try:
+            header = read_control_header(targets)
+        except TargetError as exc:
+            fail(str(exc))
+        if header:
+            return header, f"named by {targets}"
+        configured = get("control")
+        if configured:
+            return configured, f"from {config_path()}"
+    except ConfigError as exc:
+        fail(str(exc))
+    return [], None
 
 
 def _networks(values: tuple[str, ...]) -> list[str]:
@@ -219,11 +254,19 @@ def _networks(values: tuple[str, ...]) -> list[str]:
     return out
 
 
+# RFC 5737 TEST-NET-1: documentation space, where no host runs a resolver. The sink
+# query goes there when there is no control helper: an answer is injected on the path.
+NO_CONTROL_SINK = "192.0.2.53:53"
+
+
 def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
-    """--dns-sink, else the control helper's address when it is an IP or resolves."""
+    """--dns-sink, else the control helper's address when it is an IP or resolves, else
+    a documentation address (so that injection is seen without a helper too)."""
     import socket
 
     from yarl import URL
+
+    from .control import split_control_url
 
     if dns_sink:
         host, port = split_hostport(dns_sink)
@@ -231,8 +274,8 @@ def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
             fail(f"invalid --dns-sink {dns_sink!r} (use an IP address)")
         return format_hostport(host, port)
     if not control_url:
-        return None
-    host = (URL(control_url).host or "").strip("[]")
+        return NO_CONTROL_SINK
+    host = (URL(split_control_url(control_url)[1]).host or "").strip("[]")
     if not host:
         return None
     if is_ip(host):
@@ -270,7 +313,7 @@ def _print_list(targets, json_logs: bool) -> None:
     Console().print(table)
 
 
-def _resume(db_path: Path, run_id: str | None, control_url: str | None, concurrency: int,
+def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, concurrency: int,
             runtime: float | None, json_logs: bool) -> None:
     if not db_path.exists():
         fail(f"{db_path}: no such database; nothing to resume")
@@ -283,14 +326,15 @@ def _resume(db_path: Path, run_id: str | None, control_url: str | None, concurre
     except PlanError as exc:
         fail(str(exc))
     config = config_from_json(run_row["config"])
-    control = control_url or run_row["control_url"]
-    if control:
-        from .plan import check_control
+    urls = [] if no_control else (control_urls or config.controls
+                                  or ([run_row["control_url"]] if run_row["control_url"] else []))
+    controls = []
+    if urls:
+        from .plan import check_controls, unreachable_message
 
-        try:
-            asyncio.run(check_control(control, config.ca_file))
-        except PlanError as exc:
-            fail(str(exc))
+        controls, problems = asyncio.run(check_controls(urls, config.ca_file))
+        if not controls:
+            fail(unreachable_message(problems))
     left = store.count_targets(db, run_row["run_id"])
     msg = f"resuming run {run_row['run_id'][:8]}: {left['pending'] + left['not_measured']} targets left"
     if json_logs:
@@ -298,10 +342,10 @@ def _resume(db_path: Path, run_id: str | None, control_url: str | None, concurre
     else:
         click.echo(msg, err=True)
     store.set_run_status(db, run_row["run_id"], "running", finished=False)
-    _execute(db, db_path, run_row, config, control, concurrency, runtime, json_logs)
+    _execute(db, db_path, run_row, config, controls, concurrency, runtime, json_logs)
 
 
-def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, control_url: str | None,
+def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: list,
              concurrency: int, runtime: float | None, json_logs: bool) -> None:
     from analysis.hints import quick_anomaly
 
@@ -315,14 +359,24 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, control_url:
     else:
         reporter = PlainReporter(quick_anomaly)
 
+    def switched(old: str, new: str) -> None:
+        if not json_logs:
+            click.echo(f"control helper {old} stopped answering; using {new}", err=True)
+
     async def go():
-        if control_url:
-            from .control import ControlClient
+        if controls:
+            from .control import ControlChain, ControlClient
             from .tls import make_ssl_context
 
-            async with ControlClient(control_url, timeout=config.control_timeout,
-                                     ssl_context=make_ssl_context(config.ca_file)) as client:
-                return await run_targets(db, run_row["run_id"], config, control=client,
+            ctx = make_ssl_context(config.ca_file)
+            clients = []
+            for info in controls:
+                client = ControlClient(info.url, timeout=config.control_timeout, ssl_context=ctx,
+                                       retry_budget=config.control_retry_budget, concurrency=concurrency)
+                client.use_grant(info.grant)
+                clients.append(client)
+            async with ControlChain(clients, on_switch=switched) as chain:
+                return await run_targets(db, run_row["run_id"], config, control=chain,
                                          concurrency=concurrency, reporter=reporter, max_runtime=runtime)
         return await run_targets(db, run_row["run_id"], config, control=None,
                                  concurrency=concurrency, reporter=reporter, max_runtime=runtime)
@@ -340,15 +394,31 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, control_url:
         if summary.not_measured:
             line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
         click.echo(line, err=True)
+        _say_lost_controls(summary)
     if summary.measured:
-        _verdicts_of_run(db, db_path, run_row["run_id"], json_logs)
+        control_stats = {"retried": summary.controls_retried, "recovered": summary.controls_recovered,
+                         "lost": dict(summary.lost_controls)} if controls else None
+        _verdicts_of_run(db, db_path, run_row["run_id"], json_logs, control_stats)
     if not json_logs:
         click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
     if summary.status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
+def _say_lost_controls(summary) -> None:
+    from .control import REASONS
+
+    lost = sum(summary.lost_controls.values())
+    if summary.controls_retried:
+        click.echo(f"control: {summary.controls_retried} answers were lost at first and asked again at the end; "
+                   f"{summary.controls_recovered} came back", err=True)
+    if lost:
+        why = "; ".join(f"{n} {REASONS.get(r, r)}" for r, n in summary.lost_controls.most_common())
+        click.echo(f"control: {lost} sites have no control answer ({why}); their verdicts rest on local "
+                   "evidence only", err=True)
+
+
+def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_stats: dict | None = None) -> None:
     """Classify what the run measured (what `probe analyze --run` does) and say it in one
     line: a volunteer wants the answer, not only the evidence. A failure here never
     costs the measurements, which are already stored."""
@@ -370,7 +440,7 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
         return
     if json_logs:
         click.echo(json.dumps({"event": "verdicts", "run_id": run_id, "counts": dict(counts),
-                               "low_confidence_blocked": result.weak_blocked}))
+                               "low_confidence_blocked": result.weak_blocked, "controls": control_stats}))
         return
     blocked = {v: n for v, n in counts.items() if VERDICTS[v][0]}
     parts = [f"{sum(blocked.values())} blocked"
@@ -383,8 +453,7 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool) -> None:
         click.echo("  nothing could be measured: this computer seems to have no working DNS or no internet "
                    "connection; check it, or name a resolver with --resolver IP", err=True)
     if result.weak_blocked:
-        click.echo("  low confidence: nothing to compare with (no control helper, or it failed); "
-                   "a site that is down everywhere looks the same. Measure again with --control URL.", err=True)
+        click.echo("  low confidence: little to compare with; see `probe explain URL` for why", err=True)
     click.echo(f"the table: probe report --db {db_path}; one site in plain words: probe explain --db {db_path} URL",
                err=True)
 
@@ -431,11 +500,13 @@ def _attach_optional_groups() -> None:
     the one place that sees every layer (measure, store, analysis, reports)."""
     from analysis.cli_analysis import analyze_cmd, fingerprints_group
 
+    from .cli_config import config_group
     from .cli_control import control_group
     from .cli_targets import targets_group
 
     main.add_command(targets_group)
     main.add_command(control_group)
+    main.add_command(config_group)
     main.add_command(analyze_cmd)
     main.add_command(fingerprints_group)
     try:  # attached as they land

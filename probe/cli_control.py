@@ -8,10 +8,9 @@ import signal
 import sys
 
 import click
-from aiohttp import web
-
 from . import dns as dnsstep
-from .helper import HelperConfig, make_app
+from .helper import HelperConfig
+from .helper_server import serve_helper
 from .measure import ProbeConfig
 
 
@@ -70,18 +69,34 @@ def control_group() -> None:
     help="Also resolve with getaddrinfo. Turn off only in tests and labs.",
 )
 @click.option(
-    "--rate-per-minute",
-    default=120,
+    "--per-client-concurrency",
+    default=HelperConfig.per_client_concurrency,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Requests per minute allowed per client IP (per /64 for IPv6).",
+    help="Measurements one client IP (one /64 for IPv6) may have in flight; more get 429. "
+         "Keep it at least the probe's default --concurrency (8): probes read it and keep within it.",
+)
+@click.option(
+    "--rate-per-minute",
+    default=HelperConfig.rate_per_minute,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Measurements per minute allowed per client IP (per /64 for IPv6).",
+)
+@click.option(
+    "--burst",
+    default=HelperConfig.burst,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Measurements a client may ask for at once before the per-minute rate applies.",
 )
 @click.option(
     "--concurrency",
-    default=64,
+    default=HelperConfig.global_concurrency,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Measurements in flight at once; beyond it clients get 503.",
+    help="Measurements in flight at once, all clients together; beyond it clients get 503 "
+         "(lowered automatically when the file-descriptor limit is too small for it).",
 )
 def serve(
     host: str,
@@ -90,7 +105,9 @@ def serve(
     ca_file: str | None,
     resolvers: list[str] | None,
     system_resolver: bool,
+    per_client_concurrency: int,
     rate_per_minute: int,
+    burst: int,
     concurrency: int,
 ) -> None:
     """Serve the control helper (GET /health, POST /v1/measure) until Ctrl-C or SIGTERM."""
@@ -99,7 +116,9 @@ def serve(
         probe_config.resolvers = resolvers
     config = HelperConfig(
         allow_private=allow_private,
+        per_client_concurrency=per_client_concurrency,
         rate_per_minute=rate_per_minute,
+        burst=burst,
         global_concurrency=concurrency,
         probe=probe_config,
     )
@@ -120,15 +139,13 @@ def serve(
 
 
 async def _serve(config: HelperConfig, host: str, port: int) -> None:
-    # No access log: the clients are volunteers in censored countries; where they are
-    # and what they test is not ours to keep.
-    runner = web.AppRunner(make_app(config), access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        where = ", ".join("http://" + dnsstep.format_hostport(str(a[0]), a[1]) for a in runner.addresses)
-        click.echo(f"control helper listening on {where} (Ctrl-C to stop)")
+    async with serve_helper(config, host, port) as helper:
+        where = ", ".join("http://" + dnsstep.format_hostport(str(a[0]), a[1]) for a in helper.addresses)
+        b = helper.budget
+        click.echo(f"control helper listening on {where} (Ctrl-C to stop); "
+                   f"{config.per_client_concurrency} measurements at once and {config.rate_per_minute}/min "
+                   f"per client, {b.measurement_slots} at once in all, {b.max_connections} connections "
+                   f"(file limit {b.fd_limit})")
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -139,5 +156,64 @@ async def _serve(config: HelperConfig, host: str, port: int) -> None:
                 pass
         await stop.wait()
         click.echo("control helper stopping")
-    finally:
-        await runner.cleanup()
+
+
+@control_group.command("check")
+@click.argument("url")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Extra CA certificate (PEM) to trust, e.g. a lab's.")
+@click.option("--measure", "measure_url", default=None, metavar="URL",
+              help="Also have the helper measure this URL, and show what it saw.")
+def check(url: str, ca_file: str | None, measure_url: str | None) -> None:
+    """Say whether the control helper at URL works, and what it grants a probe.
+
+    Exit 0 when it answers, 2 when it does not (one line saying why).
+    """
+    from .control import ControlClient, ControlUnavailable
+    from .plan import CLOCK_TOLERANCE_S
+    from .tls import make_ssl_context
+    from .userconfig import ConfigError, check_control_url
+
+    try:
+        url = check_control_url(url)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+    async def go():
+        async with ControlClient(url, timeout=60, ssl_context=make_ssl_context(ca_file)) as client:
+            info = await client.health()
+            result = await client.measure(measure_url, []) if measure_url else None
+            return info, result
+
+    try:
+        info, result = asyncio.run(go())
+    except ControlUnavailable as exc:
+        click.echo(f"error: control helper unreachable: {exc}", err=True)
+        sys.exit(2)
+    kind = "OONI web_connectivity test helper" if info.protocol == "ooni" else "bynet control helper"
+    click.echo(f"{info.url}: works ({kind}{', version ' + info.version if info.version else ''}; "
+               f"answered in {info.rtt_ms:.0f} ms)")
+    limits = info.raw.get("limits") if isinstance(info.raw.get("limits"), dict) else None
+    if limits:
+        click.echo(f"  grants each probe: {limits.get('per_client_concurrency')} measurements at once, "
+                   f"{limits.get('rate_per_minute')} a minute (bursts of {limits.get('burst')}); "
+                   f"{limits.get('global_concurrency')} at once for everyone")
+    else:
+        click.echo(f"  publishes no limits: a probe keeps to {info.grant.describe()}")
+    if info.clock_skew_s is not None:
+        off = abs(info.clock_skew_s)
+        state = "off by more than the tolerance: certificates will be judged at the helper's time" \
+            if off > CLOCK_TOLERANCE_S else "fine"
+        click.echo(f"  clocks: this computer is {info.clock_skew_s:+.1f} s from the helper ({state})")
+    if info.raw.get("allow_private"):
+        click.echo("  warning: it was started with --allow-private (fit for a lab, not for the internet)")
+    if result is not None:
+        if result.failure:
+            click.echo(f"  measuring {measure_url}: failed ({(result.raw or {}).get('error')})")
+            sys.exit(2)
+        final = [h for h in result.http if h.kind == "main"][-1:] or [None]
+        h = final[0]
+        addresses = sorted({a for q in result.dns for a in q.addresses()})
+        click.echo(f"  measuring {measure_url}: addresses {', '.join(addresses) or '-'}; "
+                   + (f"HTTP {h.status or h.failure} {h.title or ''}".rstrip() if h else "no HTTP"))

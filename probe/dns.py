@@ -255,7 +255,9 @@ async def resolve_doh(hostname: str, qtype: str, url: str, session, *, timeout: 
                 if resp.status != 200:
                     q.failure = F.unknown(f"doh http status {resp.status}")
                 else:
-                    body = await resp.content.read(65535)
+                    from .http import read_whole_body
+
+                    body = await read_whole_body(resp, 65535)  # a DNS message is at most 64 KiB
                     try:
                         msg = dns.message.from_wire(body)
                     except dns.exception.DNSException:
@@ -263,9 +265,9 @@ async def resolve_doh(hostname: str, qtype: str, url: str, session, *, timeout: 
                     else:
                         _fill_from_message(q, msg)
     except Exception as exc:
-        from .http import classify_http_exception  # aiohttp errors unwrap there
+        from .http import BodyTooLarge, classify_http_exception  # aiohttp errors unwrap there
 
-        q.failure = classify_http_exception(exc)
+        q.failure = F.DNS_BAD_RESPONSE if isinstance(exc, BodyTooLarge) else classify_http_exception(exc)
     q.duration_ms = sw.ms()
     return q
 

@@ -52,6 +52,9 @@ from .records import HttpRequest, Stopwatch, to_jsonable, utcnow
 log = logging.getLogger("probe.helper")
 
 ANSWER_VERSION = 1
+# What this helper answers: our own protocol (POST /v1/measure) and OONI's
+# web_connectivity test-helper request (POST /).
+PROTOCOLS = ("bynet-v1",)
 MAX_URL_LENGTH = 2048
 ALLOWED_KEYS = frozenset({"url", "addresses"})
 SERVER_HEADER = f"bynet-helper/{__version__}"
@@ -122,15 +125,41 @@ class HelperConfig:
     allow_private: bool = False  # the lab needs True; never on a public server
     max_body: int = 16 * 1024  # request size limit (bytes)
     max_addresses: int = 16  # addresses accepted from the probe; also the endpoint cap
-    per_client_concurrency: int = 4
-    rate_per_minute: int = 120  # per client IP (per /64 for IPv6), token bucket
-    global_concurrency: int = 64  # beyond -> 503 (load shedding, like oohelperd)
-    hard_timeout: float = 45.0  # whole request, body read included
+    # Per client (IP, or /64 for IPv6): sized so that one volunteer at the probe's
+    # defaults (--concurrency 8) fits; the probe reads these from /health and keeps
+    # within them, so a faster probe waits instead of losing its controls.
+    per_client_concurrency: int = 8
+    rate_per_minute: int = 600  # token bucket refill
+    burst: int = 60  # token bucket size
+    global_concurrency: int = 64  # measurements in flight; beyond -> 503 (oohelperd sheds load too)
+    hard_timeout: float = 45.0  # one measurement
+    # Before a measurement slot is taken: headers must be complete within
+    # header_timeout of connecting (or of the previous response, on keep-alive), the
+    # body read within body_timeout; one address holds at most this many connections
+    # that are not inside a request (see probe.helper_server).
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_pending_per_address: int = 16
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # timeouts, resolvers, ca_file
 
     def guard(self, ip: str) -> bool:
         """The AddressGuard handed to every step that connects."""
         return self.allow_private or is_public_address(ip)
+
+    def limits(self, measurement_slots: int | None = None) -> dict[str, Any]:
+        """What the helper grants each client: published in /health and in every 429
+        and 503, so that a probe can keep within it instead of learning by refusal."""
+        return {
+            "per_client_concurrency": self.per_client_concurrency,
+            "rate_per_minute": self.rate_per_minute,
+            "burst": self.burst,
+            "global_concurrency": measurement_slots or self.global_concurrency,
+            "max_addresses": self.max_addresses,
+            "max_body": self.max_body,
+            "hard_timeout": self.hard_timeout,
+            "header_timeout": self.header_timeout,
+            "body_timeout": self.body_timeout,
+        }
 
 
 # --------------------------------------------------------------------------- measuring
@@ -245,13 +274,16 @@ def _dedupe(items: list[str]) -> list[str]:
 
 
 class RequestRefused(Exception):
-    """A request we will not serve: HTTP status plus a one-line reason."""
+    """A request we will not serve: HTTP status, a one-line reason, and for load
+    refusals what the client may do instead (``extra``: retry_after, limits)."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -342,46 +374,55 @@ def _check_url(url: str, config: HelperConfig) -> str:
 # --------------------------------------------------------------------------- limits
 
 
+def client_key(remote: str | None) -> str:
+    """The client's IP; for IPv6 its /64 (one host usually owns a whole /64)."""
+    if not remote:
+        return "unknown"
+    try:
+        addr = ipaddress.ip_address(remote.split("%")[0])
+    except ValueError:
+        return remote
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
 class _Limits:
     """Token bucket and concurrency per client, plus the global in-flight count."""
 
-    def __init__(self, config: HelperConfig):
+    def __init__(self, config: HelperConfig, slots: int | None = None):
         self.config = config
+        self.slots = slots or config.global_concurrency
         self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
         self.active: dict[str, int] = {}
         self.in_flight = 0
 
-    @staticmethod
-    def client_key(remote: str | None) -> str:
-        """The client's IP; for IPv6 its /64 (one host usually owns a whole /64)."""
-        if not remote:
-            return "unknown"
-        try:
-            addr = ipaddress.ip_address(remote.split("%")[0])
-        except ValueError:
-            return remote
-        if isinstance(addr, ipaddress.IPv6Address):
-            if addr.ipv4_mapped is not None:
-                return str(addr.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-        return str(addr)
+    client_key = staticmethod(client_key)
+
+    def _refused(self, status: int, reason: str, retry_after: float) -> RequestRefused:
+        wait = max(1, math.ceil(retry_after))
+        return RequestRefused(status, reason, {"Retry-After": str(wait)},
+                              {"retry_after": wait, "limits": self.config.limits(self.slots)})
 
     def acquire(self, key: str) -> None:
-        """Take a slot and a token or raise RequestRefused (503/429)."""
+        """Take a slot and a token or raise RequestRefused (503/429, with Retry-After)."""
         cfg = self.config
-        if self.in_flight >= cfg.global_concurrency:
-            raise RequestRefused(503, "helper is overloaded, try again later", {"Retry-After": "5"})
+        if self.in_flight >= self.slots:
+            raise self._refused(503, "helper is overloaded, try again later", 2)
         if self.active.get(key, 0) >= cfg.per_client_concurrency:
-            raise RequestRefused(429, "too many concurrent requests from this client")
+            raise self._refused(429, f"too many concurrent requests from this client "
+                                     f"(at most {cfg.per_client_concurrency})", 1)
         now = time.monotonic()
         rate = cfg.rate_per_minute / 60.0
-        capacity = float(max(cfg.rate_per_minute, 1))
+        capacity = float(max(cfg.burst, 1))
         tokens, last = self.buckets.get(key, (capacity, now))
         tokens = min(capacity, tokens + (now - last) * rate)
         if tokens < 1.0:
-            wait = math.ceil((1.0 - tokens) / rate) if rate > 0 else 60
             self.buckets[key] = (tokens, now)
-            raise RequestRefused(429, "rate limit exceeded", {"Retry-After": str(max(1, wait))})
+            wait = (1.0 - tokens) / rate if rate > 0 else 60
+            raise self._refused(429, f"rate limit exceeded (at most {cfg.rate_per_minute} per minute)", wait)
         self.buckets[key] = (tokens - 1.0, now)
         self.active[key] = self.active.get(key, 0) + 1
         self.in_flight += 1
@@ -409,19 +450,25 @@ class _Limits:
 CONFIG_KEY = web.AppKey("helper_config", HelperConfig)
 CONTEXTS_KEY = web.AppKey("helper_contexts", Contexts)
 LIMITS_KEY = web.AppKey("helper_limits", _Limits)
+GUARD_KEY = web.AppKey("helper_guard", object)  # probe.helper_server.ConnectionGuard, when served guarded
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)
+def _error(status: int, reason: str, headers: dict[str, str] | None = None,
+           extra: dict[str, Any] | None = None) -> web.Response:
+    return web.json_response({"error": reason, **(extra or {})}, status=status, headers=headers)
 
 
 @web.middleware
 async def _errors_middleware(request: web.Request, handler):
-    """Every error as one-line JSON; never a traceback."""
+    """Every error as one-line JSON; never a traceback. Tells the connection guard when
+    a request starts (its headers are complete) and ends."""
+    guard = request.app.get(GUARD_KEY)
+    if guard is not None:
+        guard.request_started(request.transport)
     try:
         return await handler(request)
     except RequestRefused as exc:
-        return _error(exc.status, exc.reason, exc.headers)
+        return _error(exc.status, exc.reason, exc.headers, exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -432,38 +479,56 @@ async def _errors_middleware(request: web.Request, handler):
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
         return _error(500, "internal error")
+    finally:
+        if guard is not None:
+            guard.request_finished(request.transport)
 
 
 async def _health(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
+    limits = request.app[LIMITS_KEY]
     return web.json_response(
         {
             "status": "ok",
             "version": __version__,
+            "answer_version": ANSWER_VERSION,
+            "protocols": list(PROTOCOLS),
+            "time": utcnow(),  # the probe compares its clock with ours
             "allow_private": config.allow_private,
-            "in_flight": request.app[LIMITS_KEY].in_flight,
+            "in_flight": limits.in_flight,
+            "limits": config.limits(limits.slots),
         }
     )
 
 
-async def _measure(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    limits = request.app[LIMITS_KEY]
+async def read_body(request: web.Request, config: HelperConfig) -> bytes:
+    """The whole request body, size-capped, within body_timeout: read before any slot is
+    taken, so a slow upload holds a connection, never a measurement slot."""
     if request.content_length is not None and request.content_length > config.max_body:
         raise RequestRefused(413, f"body larger than {config.max_body} bytes")
-    key = limits.client_key(request.remote)
+    try:
+        async with asyncio.timeout(config.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestRefused(408, f"request body not received within {config.body_timeout:g} s",
+                             {"Connection": "close"}) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestRefused(413, f"body larger than {config.max_body} bytes") from None
+    if len(body) > config.max_body:
+        raise RequestRefused(413, f"body larger than {config.max_body} bytes")
+    return body
+
+
+async def measure_within_limits(request: web.Request, url: str, addresses: list[str]) -> dict[str, Any]:
+    """One measurement under the client's and the helper's limits and the hard timeout."""
+    config = request.app[CONFIG_KEY]
+    limits = request.app[LIMITS_KEY]
+    key = client_key(request.remote)
     limits.acquire(key)
     try:
         try:
             async with asyncio.timeout(config.hard_timeout) as deadline:
-                try:
-                    body = await request.read()
-                except web.HTTPRequestEntityTooLarge:
-                    raise RequestRefused(413, f"body larger than {config.max_body} bytes") from None
-                if len(body) > config.max_body:
-                    raise RequestRefused(413, f"body larger than {config.max_body} bytes")
-                url, addresses = validate_request(body, config)
-                answer = await measure_for_control(url, addresses, config, request.app[CONTEXTS_KEY])
+                return await measure_for_control(url, addresses, config, request.app[CONTEXTS_KEY])
         except TimeoutError:
             if deadline.expired():
                 raise RequestRefused(
@@ -472,19 +537,29 @@ async def _measure(request: web.Request) -> web.Response:
             raise
     finally:
         limits.release(key)
-    return web.json_response(answer)
+
+
+async def _measure(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    body = await read_body(request, config)
+    url, addresses = validate_request(body, config)
+    return web.json_response(await measure_within_limits(request, url, addresses))
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER_HEADER
 
 
-def make_app(config: HelperConfig) -> web.Application:
-    """The helper as an aiohttp application (serve it with AppRunner or run_app)."""
+def make_app(config: HelperConfig, *, guard: object | None = None,
+             measurement_slots: int | None = None) -> web.Application:
+    """The helper as an aiohttp application. Serve it with ``probe.helper_server``
+    (which guards connections) on the internet; a bare AppRunner does for tests."""
     app = web.Application(client_max_size=config.max_body, middlewares=[_errors_middleware])
     app[CONFIG_KEY] = config
     app[CONTEXTS_KEY] = Contexts.for_config(config.probe)
-    app[LIMITS_KEY] = _Limits(config)
+    app[LIMITS_KEY] = _Limits(config, measurement_slots)
+    if guard is not None:
+        app[GUARD_KEY] = guard
     app.router.add_get("/health", _health)
     app.router.add_post("/v1/measure", _measure)
     app.on_response_prepare.append(_server_header)

@@ -132,6 +132,26 @@ def classify_http_exception(exc: BaseException) -> str:
     return F.classify_exception(exc)
 
 
+class BodyTooLarge(Exception):
+    """A reply body beyond the cap we are willing to hold."""
+
+
+async def read_whole_body(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body of a small reply (a helper's JSON, a DoH answer), refusing more
+    than ``cap`` bytes. ``resp.content.read(n)`` would return whatever chunk arrived
+    first: on a slow link that is a part of the body, not all of it."""
+    if resp.content_length is not None and resp.content_length > cap:
+        raise BodyTooLarge(f"{resp.content_length} bytes announced, more than {cap}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge(f"more than {cap} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def extract_title(body: bytes, content_type: str | None) -> str | None:
     """The page title, decoded with the declared charset, bad bytes replaced, one line."""
     m = _TITLE_RE.search(body)

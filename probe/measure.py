@@ -57,6 +57,14 @@ class ProbeConfig:
     # Censorship labs only: private ranges that stand for the open internet, recorded
     # with the run so that analysis does not call every lab address a bogon.
     lab_networks: list[str] = field(default_factory=list)
+    # control helpers of the run, in the order they are used (recorded with the run)
+    controls: list[str] = field(default_factory=list)
+    # after the first attempt, retries of one control request (429, 503, a lost
+    # connection) fit in this many seconds; waiting for the helper's grant is not counted
+    control_retry_budget: float = 60.0
+    # local clock minus the control helper's, when it is off by more than a few
+    # minutes: certificates are then judged at the helper's time
+    clock_skew_s: float | None = None
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(

@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from . import __version__, store
+from .control import HelperInfo
 from .measure import ProbeConfig
 from .records import new_id, utcnow
 from .vantage import Vantage, lookup_vantage
@@ -55,18 +56,37 @@ def config_from_json(text: str | None) -> ProbeConfig:
     return ProbeConfig(**kwargs)
 
 
-async def check_control(url: str, ca_file: str | None) -> None:
-    """Raise PlanError when the control helper does not answer /health."""
+# Beyond this, certificate validity is judged at the control's time (with a warning):
+# a few minutes of drift is normal, a wrong date turns every certificate "expired".
+CLOCK_TOLERANCE_S = 300.0
+
+
+async def check_controls(urls: list[str], ca_file: str | None, timeout: float = 15.0
+                         ) -> tuple[list[HelperInfo], list[str]]:
+    """Ask every helper, in order, what it is and grants: (those that answered, in
+    order; one line per helper that did not)."""
     from .control import ControlClient, ControlUnavailable
     from .tls import make_ssl_context
 
-    try:
-        async with ControlClient(url, timeout=10, ssl_context=make_ssl_context(ca_file)) as client:
-            await client.health()
-    except ControlUnavailable as exc:
-        raise PlanError(
-            f"control helper at {url} is unreachable: {exc} (start it, fix --control, or run without --control)"
-        ) from None
+    ctx = make_ssl_context(ca_file)
+
+    async def one(url: str) -> HelperInfo | str:
+        try:
+            async with ControlClient(url, timeout=timeout, ssl_context=ctx) as client:
+                return await client.health()
+        except ControlUnavailable as exc:
+            return str(exc)
+
+    results = await asyncio.gather(*(one(u) for u in urls))
+    working = [r for r in results if not isinstance(r, str)]
+    problems = [r for r in results if isinstance(r, str)]
+    return working, problems
+
+
+def unreachable_message(problems: list[str]) -> str:
+    """One line for "no helper answered" (each problem is "URL: reason")."""
+    what = "the control helper is unreachable" if len(problems) == 1 else "no control helper is reachable"
+    return f"{what}: {'; '.join(problems)} (start it, fix --control, or run with --no-control)"
 
 
 async def check_doh(url: str, ca_file: str | None, timeout: float = 4.0) -> str | None:
@@ -89,6 +109,9 @@ class RunPlan:
     config: ProbeConfig
     control_url: str | None
     notes: list[str] = field(default_factory=list)
+    # the helpers that answered, in the order they will be used (first: the control)
+    controls: list[HelperInfo] = field(default_factory=list)
+    control_source: str | None = None  # where the control came from: --control, the list, config
 
 
 def targets_digest(path: Path) -> str:
@@ -100,30 +123,38 @@ async def plan_new_run(
     targets_path: Path,
     target_count: int,
     config: ProbeConfig,
-    control_url: str | None,
+    control_urls: list[str],
     doh_url: str | None,
     cc: str | None,
     asn: str | None,
     lookup: bool,
     store_ip: bool,
+    control_source: str | None = None,
     lookup_fn=lookup_vantage,
 ) -> RunPlan:
     """Preflight checks and the run record. Raises PlanError for an unusable setup."""
     notes: list[str] = []
-    jobs: list = []
-    if control_url:
-        jobs.append(check_control(control_url, config.ca_file))
-    else:
-        notes.append("no control helper: everything is recorded, but verdicts will be weaker")
     doh_check = asyncio.ensure_future(check_doh(doh_url, config.ca_file)) if doh_url else None
     vantage_task = asyncio.ensure_future(lookup_fn()) if lookup and not (cc and asn) else None
+    controls: list[HelperInfo] = []
     try:
-        await asyncio.gather(*jobs)
+        if control_urls:
+            controls, problems = await check_controls(control_urls, config.ca_file)
+            if not controls:
+                raise PlanError(unreachable_message(problems))
+            notes += [f"control helper skipped: {p}" for p in problems]
     except BaseException:
         for t in (doh_check, vantage_task):
             if t is not None:
                 t.cancel()
         raise
+    if controls:
+        skew = controls[0].clock_skew_s
+        if skew is not None and abs(skew) > CLOCK_TOLERANCE_S:
+            config.clock_skew_s = skew
+            notes.append(f"this computer's clock is {_duration(abs(skew))} {'ahead of' if skew > 0 else 'behind'} "
+                         "the control helper's: certificates are judged at the helper's time; set the clock "
+                         "right for better measurements")
     if doh_check is not None:
         reason = await doh_check
         if reason is None:
@@ -134,6 +165,8 @@ async def plan_new_run(
     vantage = await vantage_task if vantage_task is not None else Vantage()
     if cc or asn:
         vantage.source = "cli"
+    config.controls = [c.url for c in controls]
+    control_url = controls[0].url if controls else None
     run = {
         "run_id": new_id(),
         "started_at": utcnow(),
@@ -156,7 +189,15 @@ async def plan_new_run(
     if not run["cc"] and not run["asn"]:
         notes.append("network unknown (give --cc and --asn to label this run)")
         run["notes"] = json.dumps(notes)
-    return RunPlan(run=run, config=config, control_url=control_url, notes=notes)
+    return RunPlan(run=run, config=config, control_url=control_url, notes=notes, controls=controls,
+                   control_source=control_source)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 def _norm_asn(asn: str | None) -> str | None:
@@ -166,6 +207,15 @@ def _norm_asn(asn: str | None) -> str | None:
     if not digits.isdigit():
         raise PlanError(f"invalid ASN {asn!r} (use e.g. AS6697)")
     return f"AS{digits}"
+
+
+NO_CONTROL_MEANING = (
+    "no control helper: everything is recorded, but a site that fails here in a way a "
+    "site that is down would also fail (refused, timed out, bad certificate, no such "
+    "name) is reported as \"can't tell\", not as blocked; blockpages and injected DNS "
+    "answers are still recognised. To get a control: probe config set control URL, or "
+    "--control URL (ask the maintainers of your target list for one)"
+)
 
 
 def notice(plan: RunPlan, count: int, db_path: Path, store_ip: bool) -> str:
@@ -180,19 +230,25 @@ def notice(plan: RunPlan, count: int, db_path: Path, store_ip: bool) -> str:
         dns_parts.append(f"DNS-over-HTTPS at {c.doh_url}")
     if c.dns_sink:
         dns_parts.append(f"the same question to {c.dns_sink}, where no DNS server runs: an answer there means injection")
+    if plan.controls:
+        first = plan.controls[0]
+        via = f" ({plan.control_source})" if plan.control_source else ""
+        kind = "OONI's test-helper protocol" if first.protocol == "ooni" else f"{first.grant.describe()}"
+        control_line = (f"  - and asks the control helper at {first.url}{via} to do the same from an open "
+                        f"network ({kind}).")
+        if len(plan.controls) > 1:
+            control_line += " If it stops answering: " + ", then ".join(x.url for x in plan.controls[1:]) + "."
+    else:
+        control_line = "  - " + NO_CONTROL_MEANING + "."
     lines = [
         f"This run measures {count} website(s) from your network, as a browser would:",
         f"  - looks each name up ({'; '.join(dns_parts) or 'no DNS'}),",
         "  - connects to each address on ports 80 and 443, does a TLS handshake and fetches the page,",
-        (
-            f"  - and asks the control helper at {plan.control_url} to do the same from an open network."
-            if plan.control_url
-            else "  - no control helper is used, so verdicts will be weaker."
-        ),
+        control_line,
         f"Results are stored in {db_path}. "
         + ("Your public IP address IS stored (--store-ip)." if store_ip else "Your public IP address is not stored."),
     ]
-    lines += [f"Note: {n}" for n in plan.notes if not n.startswith("no control helper")]
+    lines += [f"Note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
 

@@ -154,6 +154,10 @@ class ControlResult:
     tls: list[TlsHandshake] = field(default_factory=list)
     http: list[HttpRequest] = field(default_factory=list)
     raw: dict[str, Any] | None = None
+    # how many requests it took (retries after 429/503 or a lost connection), and when
+    # it failed, why, in one word (probe.control.REASONS)
+    attempts: int = 1
+    reason: str | None = None
 
 
 @dataclass

@@ -10,7 +10,9 @@ left for ``--resume`` (OONI lets them finish and overruns; volunteers asked for 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,6 +20,7 @@ from typing import Protocol
 import sqlite_utils
 
 from . import store
+from .control import TRANSIENT
 from .measure import Contexts, Control, ProbeConfig, measure_url
 from .records import Measurement
 
@@ -37,6 +40,9 @@ class RunSummary:
     status: str = "finished"  # finished | interrupted | timed_out
     elapsed_s: float = 0.0
     cancelled_urls: list[str] = field(default_factory=list)
+    controls_retried: int = 0  # control answers lost for a passing reason, asked again at the end
+    controls_recovered: int = 0  # ... and got that time
+    lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
 
 
 def _paged_targets(db: sqlite_utils.Database, run_id: str, page: int = 200) -> Iterator[store.RunTarget]:
@@ -122,6 +128,10 @@ async def run_targets(
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        if control is not None and not stop.is_set():
+            left = max_runtime - (loop.time() - t0) if max_runtime else None
+            budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
+            await retry_lost_controls(db, run_id, control, budget, summary)
     finally:
         if timer is not None:
             timer.cancel()
@@ -134,6 +144,35 @@ async def run_targets(
     if summary.status == "finished" and summary.not_measured:
         summary.status = "interrupted"
     store.set_run_status(db, run_id, summary.status)
+    if control is not None:
+        summary.lost_controls = Counter(r["reason"] or "unknown" for r in store.lost_controls(db, run_id))
     summary.elapsed_s = round(loop.time() - t0, 3)
     reporter.finished(summary)
     return summary
+
+
+async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: Control, budget: float,
+                              summary: RunSummary) -> None:
+    """Ask the control once more for every measurement of the run whose answer was lost
+    for a passing reason (load, a broken connection, a timeout): only the control is
+    asked again, nothing measured locally is repeated, and the verdict is re-derived
+    from the new answer. Bounded by ``budget`` seconds; what it did not get stays lost."""
+    lost = [r for r in store.lost_controls(db, run_id) if r["reason"] in TRANSIENT]
+    if not lost:
+        return
+    summary.controls_retried = len(lost)
+    revive = getattr(control, "revive", None)
+    if revive is not None:
+        await revive()
+
+    async def one(row: dict) -> None:
+        result = await control.measure(row["url"], json.loads(row["addresses"] or "[]"))
+        store.replace_control(db, row["measurement_id"], result)
+        if result.failure is None:
+            summary.controls_recovered += 1
+
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.gather(*(one(r) for r in lost))
+    except TimeoutError:
+        pass

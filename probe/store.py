@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from .records import (
+    ControlResult,
     DnsQuery,
     HttpRequest,
     Measurement,
@@ -244,10 +245,19 @@ def _m3_verdicts(db: sqlite_utils.Database) -> None:
     db["verdicts"].create_index(["verdict"])
 
 
+def _m4_control_attempts(db: sqlite_utils.Database) -> None:
+    """How many requests a control answer took, and why it was lost (one word, see
+    probe.control.REASONS): the run summary counts lost controls by reason, and the
+    end-of-run retry pass finds the ones worth asking again."""
+    db["control_results"].add_column("attempts", int)
+    db["control_results"].add_column("reason", str)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
     (3, "verdicts table", _m3_verdicts),
+    (4, "control attempts and failure reason", _m4_control_attempts),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -550,31 +560,64 @@ def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> 
                 "control_failure": c.failure if c else None,
             }
         )
-        sides = [("local", m.dns, m.tcp, m.tls, m.http)]
+        _insert_side(db, mid, "local", m.dns, m.tcp, m.tls, m.http)
         if c is not None:
-            sides.append(("control", c.dns, c.tcp, c.tls, c.http))
-        for side, dq, tc, th, hr in sides:
-            qrows, arows = _dns_rows(mid, side, dq)
-            db["dns_queries"].insert_all(qrows)
-            db["dns_answers"].insert_all(arows)
-            db["tcp_connects"].insert_all(_tcp_rows(mid, side, tc))
-            db["tls_handshakes"].insert_all(_tls_rows(mid, side, th))
-            db["http_requests"].insert_all(_http_rows(mid, side, hr))
-        if c is not None:
-            db["control_results"].insert(
-                {
-                    "measurement_id": mid,
-                    "control_url": c.control_url,
-                    "started_at": c.started_at,
-                    "duration_ms": c.duration_ms,
-                    "failure": c.failure,
-                    "raw": json.dumps(c.raw, ensure_ascii=False) if c.raw is not None else None,
-                }
-            )
+            _insert_control(db, mid, c)
         db.execute(
             "update run_targets set status = 'done', measurement_id = ? where run_id = ? and url = ?",
             [mid, run_id, m.url],
         )
+
+
+def _insert_side(db: sqlite_utils.Database, mid: str, side: str, dq: list[DnsQuery], tc: list[TcpConnect],
+                 th: list[TlsHandshake], hr: list[HttpRequest]) -> None:
+    qrows, arows = _dns_rows(mid, side, dq)
+    db["dns_queries"].insert_all(qrows)
+    db["dns_answers"].insert_all(arows)
+    db["tcp_connects"].insert_all(_tcp_rows(mid, side, tc))
+    db["tls_handshakes"].insert_all(_tls_rows(mid, side, th))
+    db["http_requests"].insert_all(_http_rows(mid, side, hr))
+
+
+def _insert_control(db: sqlite_utils.Database, mid: str, c: ControlResult) -> None:
+    _insert_side(db, mid, "control", c.dns, c.tcp, c.tls, c.http)
+    db["control_results"].insert(
+        {
+            "measurement_id": mid,
+            "control_url": c.control_url,
+            "started_at": c.started_at,
+            "duration_ms": c.duration_ms,
+            "failure": c.failure,
+            "raw": json.dumps(c.raw, ensure_ascii=False) if c.raw is not None else None,
+            "attempts": c.attempts,
+            "reason": c.reason,
+        }
+    )
+
+
+def replace_control(db: sqlite_utils.Database, measurement_id: str, c: ControlResult) -> None:
+    """A control asked again at the end of a run (its first answer was lost to load or a
+    broken connection): the new answer replaces the failed one, in one transaction.
+    Nothing measured locally is touched; the attempts add up."""
+    with db.atomic():
+        old = list(db.query("select attempts from control_results where measurement_id = ?", [measurement_id]))
+        c.attempts += (old[0]["attempts"] or 1) if old else 0
+        for table in ("dns_answers", "dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
+            db.execute(f"delete from {table} where measurement_id = ? and side = 'control'", [measurement_id])
+        db.execute("delete from control_results where measurement_id = ?", [measurement_id])
+        _insert_control(db, measurement_id, c)
+        db.execute("update measurements set control_url = ?, control_failure = ? where measurement_id = ?",
+                   [c.control_url, c.failure, measurement_id])
+
+
+def lost_controls(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """Measurements of a run whose control answer was lost: id, url, addresses, reason."""
+    return list(db.query(
+        """select m.measurement_id, m.url, m.addresses, c.reason, c.control_url
+           from measurements m join control_results c using (measurement_id)
+           where m.run_id = ? and c.failure is not null order by m.started_at""",
+        [run_id],
+    ))
 
 
 def body_head(blob: bytes | None) -> bytes:
@@ -662,7 +705,6 @@ def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurem
     decompressed: what analysis classifies, whatever wrote the rows (probe or import)."""
     from .records import (
         Certificate,
-        ControlResult,
         DnsAnswer,
         DnsReply,
     )
@@ -708,7 +750,8 @@ def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurem
     m.dns, m.tcp, m.tls, m.http = side(raw["local"])
     cr = raw["control_result"]
     if cr is not None:
-        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"])
+        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
+                          attempts=cr.get("attempts") or 1, reason=cr.get("reason"))
         c.dns, c.tcp, c.tls, c.http = side(raw["control"])
         c.raw = json.loads(cr["raw"]) if cr["raw"] else None
         m.control = c

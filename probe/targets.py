@@ -561,6 +561,41 @@ def _load(
     return scan.targets
 
 
+_CONTROL_HEADER = re.compile(r"^\s*#\s*control\s*:\s*(\S+)\s*$", re.IGNORECASE)
+
+
+def control_header(text: str, name: str | None = None) -> list[str]:
+    """Control helpers a list's maintainers name in its header: ``# control: URL``
+    lines among the comments before the first target, in order. A bad URL there is a
+    TargetError (a maintainer's typo would otherwise silently leave volunteers without
+    a control)."""
+    from .userconfig import ConfigError, check_control_url
+
+    out: list[str] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("#"):
+            break  # the header ends with the first target
+        m = _CONTROL_HEADER.match(line)
+        if m:
+            try:
+                url = check_control_url(m.group(1))
+            except ConfigError as exc:
+                raise TargetError(str(exc), name, number) from None
+            if url not in out:
+                out.append(url)
+    return out
+
+
+def read_control_header(path: str | os.PathLike[str]) -> list[str]:
+    """``control_header`` of a target list file (a Citizen Lab CSV has none)."""
+    name = os.fspath(path)
+    text = _decode(name, _read_bytes(path))
+    return [] if is_citizenlab_csv(text) else control_header(text, name)
+
+
 def load_targets(
     path: str | os.PathLike[str],
     *,

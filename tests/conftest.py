@@ -7,10 +7,18 @@ direct UDP queries go to the test's own DNS server instead.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from probe.measure import ProbeConfig
 from servers import LabPKI
+
+# A volunteer's own config (say, a default control helper) must never leak into the
+# tests, nor the tests' into it: every test, and every CLI it runs, reads this file.
+os.environ["BYNET_PROBE_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="probe-config-")) / "config.ini")
 
 
 @pytest.fixture(scope="session")

@@ -15,33 +15,8 @@ from pathlib import Path
 import pytest
 
 from probe import store
+from clirun import QUIET, ROOT, probe, rows
 from servers import NXDOMAIN, Answer, DnsServer, RawTcpServer, WebServer, site_app
-
-ROOT = Path(__file__).resolve().parent.parent
-QUIET = ["--no-system-resolver", "--no-doh", "--no-vantage-lookup"]
-
-
-async def probe(*args: str, timeout: float = 60, cwd: Path | None = None, send_signal_after: float | None = None):
-    """Run `python -m probe ARGS`; returns (exit code, stdout, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "probe", *args, cwd=cwd or ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-    )
-    if send_signal_after is not None:
-        await asyncio.sleep(send_signal_after)
-        proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode(), err.decode()
-
-
-def rows(db: Path, sql: str, params=()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
 
 @pytest.fixture
 async def world(pki):

@@ -192,12 +192,15 @@ async def test_health(start_helper, http) -> None:
     base = await start_helper(allow_private=True)
     async with http.get(base + "/health") as resp:
         assert resp.status == 200
-        assert await resp.json() == {
-            "status": "ok",
-            "version": __version__,
-            "allow_private": True,
-            "in_flight": 0,
-        }
+        health = await resp.json()
+    assert {k: health[k] for k in ("status", "version", "allow_private", "in_flight")} == {
+        "status": "ok", "version": __version__, "allow_private": True, "in_flight": 0}
+    # what it grants each client, for the probe to keep within
+    assert health["limits"]["per_client_concurrency"] == HelperConfig.per_client_concurrency >= 8
+    assert health["limits"]["rate_per_minute"] == HelperConfig.rate_per_minute
+    assert health["limits"]["burst"] == HelperConfig.burst
+    assert "bynet-v1" in health["protocols"]
+    assert health["time"].endswith("Z")  # for the probe's clock check
 
 
 async def test_full_measurement_of_loopback_site(start_helper, http, site) -> None:
@@ -363,7 +366,7 @@ async def test_oversized_body_is_413(start_helper, http) -> None:
 
 
 async def test_rate_limit_is_429_with_retry_after(start_helper, http, site) -> None:
-    base = await start_helper(allow_private=True, rate_per_minute=2)
+    base = await start_helper(allow_private=True, rate_per_minute=2, burst=2)
     payload = {"url": f"http://127.0.0.1:{site}/"}
     assert (await post(http, base, payload))[0] == 200
     assert (await post(http, base, payload))[0] == 200
@@ -371,6 +374,8 @@ async def test_rate_limit_is_429_with_retry_after(start_helper, http, site) -> N
     assert status == 429
     assert "rate" in body["error"]
     assert int(headers["Retry-After"]) >= 1
+    # the refusal says what is granted and when to come back
+    assert body["retry_after"] == int(headers["Retry-After"]) and body["limits"]["rate_per_minute"] == 2
     async with http.get(base + "/health") as resp:  # health is not rate limited
         assert resp.status == 200
 
@@ -448,8 +453,12 @@ async def test_client_measure_returns_records(start_helper, site) -> None:
     base = await start_helper(allow_private=True)
     url = f"http://127.0.0.1:{site}/start"
     async with ControlClient(base + "/", timeout=10) as client:
-        health = await client.health()
-        assert health["status"] == "ok" and health["version"] == __version__
+        info = await client.health()
+        assert info.raw["status"] == "ok" and info.version == __version__
+        # the client keeps within what the helper grants
+        assert client.grant.concurrency == HelperConfig.per_client_concurrency
+        assert client.grant.rate_per_minute == HelperConfig.rate_per_minute
+        assert info.clock_skew_s is not None and abs(info.clock_skew_s) < 5
         result = await client.measure(url, ["127.0.0.1"])
     assert isinstance(result, ControlResult)
     assert result.failure is None
@@ -484,7 +493,8 @@ async def test_client_unreachable_helper() -> None:
         assert result.failure == F.CONTROL_UNAVAILABLE
         assert result.control_url == base
         assert result.dns == result.tcp == result.tls == result.http == []
-        assert set(result.raw) == {"error"} and result.raw["error"]
+        assert set(result.raw) == {"error", "reason", "attempts"} and result.raw["error"]
+        assert result.reason == result.raw["reason"] == "unreachable"
         with pytest.raises(ControlUnavailable) as info:
             await client.health()
     assert "\n" not in str(info.value)

@@ -58,12 +58,39 @@ def test_migration_from_version_1_keeps_data(tmp_path):
     db = store.open_db(path, upto=1)
     assert store.schema_version(db) == 1
     run_id = _run(db, ["https://site.test/"])
-    store.save_measurement(db, run_id, _measurement())
+    m = _measurement()
+    # a control answer as version 1 stored it (no attempts, no reason)
+    control, m.control = m.control, None
+    store.save_measurement(db, run_id, m)
+    db["control_results"].insert({"measurement_id": m.measurement_id, "control_url": control.control_url,
+                                  "started_at": control.started_at, "duration_ms": 10.0, "failure": None,
+                                  "raw": "{}"})
     db.conn.close()
     db = store.open_db(path)
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert db["measurements"].count == 1
     assert any(i.columns == ["measurement_id"] for i in db["tcp_connects"].indexes)
+    # added columns read back as defaults: one attempt, no reason
+    loaded = store.load_measurement(db, m.measurement_id)
+    assert loaded.control.attempts == 1 and loaded.control.reason is None
+
+
+def test_replace_control_swaps_only_the_control_side(tmp_path):
+    db = store.open_db(tmp_path / "p.db")
+    run_id = _run(db, ["https://site.test/"])
+    m = _measurement()
+    m.control = ControlResult("http://control", m.started_at, 5.0, failure="control_unavailable", attempts=3,
+                              reason="overloaded", raw={"error": "HTTP 503", "reason": "overloaded"})
+    store.save_measurement(db, run_id, m)
+    assert [r["reason"] for r in store.lost_controls(db, run_id)] == ["overloaded"]
+    local_before = store.read_measurement(db, m.measurement_id)["local"]
+    fresh = _measurement().control
+    store.replace_control(db, m.measurement_id, fresh)
+    after = store.read_measurement(db, m.measurement_id)
+    assert after["local"] == local_before  # nothing measured locally is touched
+    assert after["control_failure"] is None and store.lost_controls(db, run_id) == []
+    assert after["control_result"]["attempts"] == 4  # 3 before, 1 now
+    assert [q["hostname"] for q in after["control"]["dns"]] == [q.hostname for q in fresh.dns]
 
 
 def test_newer_schema_is_refused_and_untouched(tmp_path):

@@ -45,7 +45,7 @@ async def test_public_ip_is_stored_only_on_opt_in(tmp_path):
 
         for store_ip in (False, True):
             plan = await plan_new_run(targets_path=Path(targets), target_count=1, config=ProbeConfig(resolvers=[]),
-                                      control_url=None, doh_url=None, cc=None, asn=None, lookup=True,
+                                      control_urls=[], doh_url=None, cc=None, asn=None, lookup=True,
                                       store_ip=store_ip, lookup_fn=lookup)
             run = plan.run
             assert (run["cc"], run["asn"], run["network_name"]) == ("BY", "AS6697", "BELPAK-AS Beltelecom, BY")

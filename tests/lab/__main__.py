@@ -30,8 +30,6 @@ from . import REPO_ROOT  # noqa: E402  (also puts tests/ on sys.path for `server
 from . import scenarios as S  # noqa: E402
 from .topology import NS_RE, Lab, LabError, missing_commands  # noqa: E402
 
-DEFAULT_SCALE = 0.4
-DEFAULT_CONCURRENCY = 4  # the control helper serves 4 requests per client at once
 
 
 def _need_root() -> None:
@@ -153,8 +151,9 @@ def cmd_run(args) -> int:
             print(f"lab {lab.suffix} up in {lab.up_seconds} s ({len(scenarios)} scenarios); "
                   f"probing from {lab.ns['vol']}", file=sys.stderr)
             t = time.monotonic()
-            p = lab.run_probe(db, timeout_scale=args.timeout_scale, concurrency=args.concurrency,
-                              capture=False, timeout=600)
+            extra = (*(("--concurrency", str(args.concurrency)) if args.concurrency else ()),
+                     *(("--timeout-scale", str(args.timeout_scale)) if args.timeout_scale else ()))
+            p = lab.run_probe(db, capture=False, timeout=600, extra=extra)
             timings["probe"] = round(time.monotonic() - t, 1)
             if p.returncode != 0:
                 print(f"probe run failed with exit code {p.returncode}; logs kept in {lab.workdir}",
@@ -221,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also lab namespaces without a state file in the temp dir")
     p.set_defaults(fn=cmd_down)
     p = sub.add_parser("run", help="up, probe every scenario, analyze, report, down")
-    p.add_argument("--timeout-scale", type=float, default=DEFAULT_SCALE)
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    p.add_argument("--timeout-scale", type=float, default=None, help="(default: the probe's)")
+    p.add_argument("--concurrency", type=int, default=None, help="(default: the probe's)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, database)")
     p.add_argument("--only", nargs="+", choices=sorted(S.BY_NAME), metavar="SCENARIO")
     p.set_defaults(fn=cmd_run)

@@ -453,10 +453,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         sites=(_site("slow-site", 34),),
     ),
     # ---------------------------------------------------------------- cannot measure
-    # Keep it LAST: its request to the control helper is dropped after the headers got
-    # through, so the helper holds one of its 4 per-client slots until its own 45 s
-    # timeout; last in the list, no measurement starts after it, and with the run's
-    # --concurrency 4 no more than 4 requests ever need a slot at once.
+    # Its request to the control helper is dropped after the headers got through: the
+    # helper reads bodies before it takes a measurement slot, so this costs it a
+    # connection for its body timeout (408), never a slot; the probe asks once more at
+    # the end of the run and gets no answer then either.
     Scenario(
         "error", "http://unmeasurable.lab.test/", "error",
         "every packet from the volunteer containing the name is dropped: its DNS "

@@ -540,15 +540,18 @@ class Lab:
 
     # ------------------------------------------------------------------ the probe
 
-    def probe_argv(self, db: str | Path, *, timeout_scale: float = 0.4, concurrency: int = 4,
-                   dns_wait: float = 0.5, targets: str | Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    def probe_argv(self, db: str | Path, *, targets: str | Path | None = None, control: bool = True,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+        """`probe run` as a volunteer runs it: default concurrency, timeouts and DNS wait.
+        The flags are what the lab's network needs (its CA, its private address space
+        standing for the internet, no DoH or vantage lookup without an internet)."""
         return [
             sys.executable, "-m", "probe", "run",
             "--targets", str(targets or self.targets_file), "--db", str(db),
-            "--control", S.CONTROL_URL, "--ca-file", str(self.ca_file),
+            *(["--control", S.CONTROL_URL] if control else ["--no-control"]),
+            "--ca-file", str(self.ca_file),
             "--no-doh", "--no-vantage-lookup", "--cc", "ZZ", "--asn", "AS64500",
-            "--lab-network", S.LAB_NETWORK, "--timeout-scale", str(timeout_scale),
-            "--concurrency", str(concurrency), "--dns-wait", str(dns_wait), *extra,
+            "--lab-network", S.LAB_NETWORK, *extra,
         ]
 
     def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, **kw):

@@ -1,0 +1,37 @@
+"""Running the real `probe` CLI in a subprocess, and reading the SQLite it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# no getaddrinfo, DoH or vantage lookup: nothing leaves the machine
+QUIET = ["--no-system-resolver", "--no-doh", "--no-vantage-lookup"]
+
+
+async def probe(*args: str, timeout: float = 60, cwd: Path | None = None, send_signal_after: float | None = None,
+                env: dict[str, str] | None = None):
+    """Run `python -m probe ARGS`; returns (exit code, stdout, stderr)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", *args, cwd=cwd or ROOT, env=full_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    if send_signal_after is not None:
+        await asyncio.sleep(send_signal_after)
+        proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def rows(db: Path, sql: str, params=()) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
