@@ -46,6 +46,12 @@ def ooni_family(blocking: str, accessible: str) -> str:
 # Why we differ, case by case. Keys are the file names under tests/data/ooni/. A test
 # fails when a disagreement has no explanation, or an explanation no disagreement.
 EXPLANATIONS: dict[str, str] = {
+    "synthetic-qa/httpDiffWithInconsistentDNS.json":
+        "Both call it blocked; we say how and where. The page is a blockpage (fingerprint `ooni.in_11`). The "
+        "ISP's answer (130.192.182.17) differs from the control's, but that address presents a valid "
+        "certificate for www.example.com: it is a transparent proxy that relays TLS to the site, so DNS only "
+        "led to the proxy and is not the layer at fault (the evidence still names the differing answer); "
+        "the proxy's HTTP blockpage is.",
     "real/backend-fastpath__20250527233111.802678_ID_webconnectivity_5a37ec909dbf14e3.json":
         "**OONI is wrong.** The ISP answers `archive.org` with a 302 to `lamanlabuh.aduankonten.id`, "
         "Indonesia's Trustpositif blockpage (fingerprint `ooni.id_lamanlabuh_kominfo`, in OONI's own list); "
@@ -69,11 +75,6 @@ EXPLANATIONS: dict[str, str] = {
         "(`unknown_error`): the site is broken for everyone. OONI (Measurement Kit era, test 0.0.1) "
         "called it accessible although nothing was fetched; we say `down`, as OONI's QA does for "
         "its badSSL cases.",
-    "real/backend-fastpath__web_connectivity_null.json":
-        "OONI's test helper could not be reached (`control_failure`), so OONI gives no verdict. We "
-        "keep the local evidence, every connect to 152.199.19.160:443 timed out, as `tcp.timeout` "
-        "at low confidence (0.30), with the evidence saying there was no control: a researcher "
-        "filters on confidence.",
     "real/backend-fastpath__web_connectivity_null2.json":
         "The certificate is invalid locally and the control's fetch fails too: OONI v0.4 has no "
         "label for a TLS failure both sides share (null); we say `down`, broken for everyone, as "
@@ -120,6 +121,7 @@ class Row:
     confidence: float
     ours: str
     rule: str
+    blocked: bool | None = False
 
     @property
     def agree(self) -> bool:
@@ -145,7 +147,9 @@ def agreement(data_dir: Path) -> list[Row]:
             case=entry["file"], cc=entry["probe_cc"], input=entry["input"],
             ooni_blocking=entry["blocking"].strip('"') or "null", ooni_accessible=entry["accessible"] or "null",
             ooni=ooni_family(entry["blocking"], entry["accessible"]),
-            verdict=v.verdict, confidence=v.confidence, ours=OUR_FAMILY[v.verdict], rule=f"{v.layer or '-'}:{v.rule_id}",
+            verdict=v.verdict, confidence=v.confidence,
+            ours="can't tell" if v.blocked is None else OUR_FAMILY[v.verdict], rule=f"{v.layer or '-'}:{v.rule_id}",
+            blocked=v.blocked,
         ))
     return rows
 
@@ -158,7 +162,8 @@ def markdown(rows: list[Row]) -> str:
     for r in rows:
         name = Path(r.case).stem.replace("backend-fastpath__", "").replace("probecli-", "")
         why = "" if r.agree else EXPLANATIONS.get(r.case, "**unexplained**")
-        out.append(f"| {name} | {r.ooni_blocking} / {r.ooni_accessible} | `{r.verdict}` ({r.confidence:.2f}) | "
+        shown = f"`{r.verdict}`" + (" (can't tell)" if r.blocked is None else "")
+        out.append(f"| {name} | {r.ooni_blocking} / {r.ooni_accessible} | {shown} ({r.confidence:.2f}) | "
                    f"{'yes' if r.agree else '**no**'} | {why} |")
     return "\n".join(out)
 

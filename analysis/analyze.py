@@ -30,15 +30,20 @@ BATCH = 200
 class AnalyzeSummary:
     measurements: int = 0
     by_verdict: Counter = field(default_factory=Counter)
-    # blocked verdicts under LOW_CONFIDENCE (typically: no control to compare with)
+    # blocked verdicts under LOW_CONFIDENCE (typically: little to compare with)
     weak_blocked: int = 0
+    # likely verdicts of failures that could not be told from outages (no control)
+    cant_tell: Counter = field(default_factory=Counter)
 
 
-def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintDB) -> Context:
-    """What the classifier needs to know about the run a measurement belongs to."""
+def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintDB,
+                lab_networks: tuple[str, ...] = ()) -> Context:
+    """What the classifier needs to know about the run a measurement belongs to.
+    ``lab_networks`` add to those recorded with the run (a lab's data imported or
+    measured without them)."""
     config = json.loads(run.get("config") or "{}")
     nets = []
-    for text in config.get("lab_networks") or []:
+    for text in [*(config.get("lab_networks") or []), *lab_networks]:
         try:
             nets.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
@@ -70,12 +75,13 @@ def analyze_db(
     fingerprints: FingerprintDB | None = None,
     run_id: str | None = None,
     progress: Callable[[int, Verdict], None] | None = None,
+    lab_networks: tuple[str, ...] = (),
 ) -> AnalyzeSummary:
     fingerprints = fingerprints or default_fingerprints()
     summary = AnalyzeSummary()
     runs = list(db.query("select * from runs" + (" where run_id = ?" if run_id else ""), [run_id] if run_id else []))
     for run in runs:
-        ctx = run_context(db, run, fingerprints)
+        ctx = run_context(db, run, fingerprints, lab_networks)
         ids = [r["measurement_id"] for r in db.query(
             "select measurement_id from measurements where run_id = ? order by started_at", [run["run_id"]])]
         batch: list[tuple[str, Verdict]] = []
@@ -87,7 +93,9 @@ def analyze_db(
             batch.append((mid, v))
             summary.measurements += 1
             summary.by_verdict[v.verdict] += 1
-            summary.weak_blocked += v.blocked and v.confidence < LOW_CONFIDENCE
+            summary.weak_blocked += v.blocked is True and v.confidence < LOW_CONFIDENCE
+            if v.blocked is None:
+                summary.cant_tell[v.verdict] += 1
             if progress is not None:
                 progress(summary.measurements, v)
             if len(batch) >= BATCH:

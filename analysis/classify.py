@@ -5,7 +5,11 @@ The verdict names the first layer on the path (DNS, TCP, TLS, HTTP) whose findin
 other layers saw. With no layer blocked: "down" when a layer says the site fails from
 the control too, "error" when nothing could be learned, else "ok". A blocked verdict
 always rests on a local failure or anomaly that the control did not see; without any
-control, confidence is scaled down (NO_CONTROL_FACTOR) and the evidence says why.
+control, confidence is scaled down (NO_CONTROL_FACTOR) and the evidence says why. A
+failure that a site down for everyone would show too is then not reported as blocked:
+``blocked`` is None ("can't tell") and the likely verdict is still named. Evidence that
+needs no control (a blockpage, a censor's address, an injected or DoH-contradicted DNS
+answer, a handshake reset only for the site's name) still counts as blocked.
 Pure: no I/O, so it runs the same under pytest, over SQLite or in a pipeline.
 """
 
@@ -54,7 +58,8 @@ def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
                 if other != name and layers[other].blocked > 0 and layers[other].rule_id != "upstream_failure"
                 for e in layers[other].evidence[:1]
             ]
-            return Verdict(f.verdict, True, round(f.blocked * factor, 3), name, f.rule_id,
+            blocked = None if f.needs_control and not v.has_control else True
+            return Verdict(f.verdict, blocked, round(f.blocked * factor, 3), name, f.rule_id,
                            [*f.evidence, *also, *no_control], layers)
 
     for name in LAYERS:

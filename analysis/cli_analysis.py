@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probe import store
+from probe.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 from probe.records import HttpRequest
 
 from .fingerprints import FingerprintError, Match, default_fingerprints, load_fingerprints
@@ -36,10 +37,16 @@ def _fingerprints(path: str | None):
 @click.option("--run", "run_id", default=None, help="Only this run.")
 @click.option("--fingerprints", "fp_path", type=click.Path(), default=None,
               help="Another fingerprint file (same columns as analysis/fingerprints.csv).")
-def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None) -> None:
+@click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
+def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None, lab_network: tuple[str, ...]) -> None:
     """Derive (again) the verdict of every measurement from its raw observations."""
     from .analyze import analyze_db
     from .verdicts import CLASSIFIER_VERSION, VERDICTS
+
+    try:
+        nets = tuple(parse_lab_networks(lab_network))
+    except PlanError as exc:
+        _fail(str(exc))
 
     if not db_path.exists():
         _fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
@@ -48,13 +55,17 @@ def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None) -> None:
     except store.StoreError as exc:
         _fail(str(exc))
     fps = _fingerprints(fp_path)
-    summary = analyze_db(db, fingerprints=fps, run_id=run_id)
+    summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets)
     table = Table(title=f"{summary.measurements} measurements classified (classifier {CLASSIFIER_VERSION})")
     table.add_column("verdict")
     table.add_column("blocked")
     table.add_column("count", justify="right")
     for verdict, n in sorted(summary.by_verdict.items(), key=lambda kv: -kv[1]):
-        table.add_row(verdict, "yes" if VERDICTS[verdict][0] else "no", str(n))
+        unclear = summary.cant_tell.get(verdict, 0)
+        if n - unclear:
+            table.add_row(verdict, "yes" if VERDICTS[verdict][0] else "no", str(n - unclear))
+        if unclear:
+            table.add_row(verdict, "can't tell", str(unclear))
     Console().print(table)
 
 
@@ -82,7 +93,7 @@ def _match_target(target: str, fps) -> tuple[str, list[Match]]:
             except (IndexError, ValueError):
                 status = 200
             headers = [[k.strip(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:]) if k]
-        from probe.http import extract_title
+        from probe.pagetext import extract_title
 
         ctype = next((v for k, v in headers if k.lower() == "content-type"), None)
         h = HttpRequest(url=str(path), kind="main", hop=0, started_at="", duration_ms=0, status=status,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from probe import failures as F
 
-from .verdicts import Evidence, LayerFinding
+from .verdicts import Evidence, LayerFinding, needs_control
 from .view import NO_RESPONSE, View
 
 
@@ -82,8 +82,8 @@ def classify_dns(v: View) -> LayerFinding:
             return _finding("dns_failure_whole_run_no_ctrl", 0, 0, 0, None, local,
                             Evidence(f"{v.ctx.run_dns_failure_rate:.0%} of this run's names failed to resolve and there "
                                      "was no control: this network has no working DNS, nothing is known about the site"))
-        return _finding("dns_failure_no_ctrl", 0.5, 0.5, 0, "dns.nxdomain", local,
-                        Evidence("there was no control, so a site that no longer exists would look the same"))
+        return needs_control(_finding("dns_failure_no_ctrl", 0.5, 0.5, 0, "dns.nxdomain", local,
+                        Evidence("there was no control, so a site that no longer exists would look the same")))
 
     # 4. Unroutable answers.
     bogons = [ip for ip in v.local_answers if v.is_bogon(ip)]
@@ -92,8 +92,13 @@ def classify_dns(v: View) -> LayerFinding:
         if set(bogons) & v.control_answers:
             return _finding("bogon_in_ctrl", 0.1, 0.9, 0, None, ev,
                             Evidence("the control gets the same address: the site's own DNS is misconfigured"))
+        if not v.reference_answers:
+            # a site misconfigured to 127.0.0.1 looks the same, for everyone
+            return needs_control(_finding("bogon_no_reference", 0.95, 0.05, 0, "dns.bogon", ev,
+                                          Evidence("no control or DNS-over-HTTPS answer to compare it with")))
+        who = "the control" if v.control_answers else "DNS-over-HTTPS"
         return _finding("bogon_not_in_ctrl", 0.95, 0.05, 0, "dns.bogon", ev,
-                        Evidence(f"the control resolves {', '.join(sorted(v.control_answers)[:4]) or 'nothing'}"))
+                        Evidence(f"{who} resolves {', '.join(sorted(v.reference_answers)[:4])}"))
 
     # 5. Consistency with what the name really resolves to.
     shared = sorted(set(v.local_answers) & v.reference_answers)
@@ -111,8 +116,26 @@ def classify_dns(v: View) -> LayerFinding:
             f"{', '.join(sorted(v.reference_answers)[:4]) or '(no control)'}",
             {"local": v.local_answers, "control": sorted(v.reference_answers)},
         )
-    # What does the odd address serve? A blockpage there settles it, even when the
-    # address also relays TLS for the name (a transparent proxy does both).
+    # An answer that served a valid certificate for the name leads to the site: whatever
+    # else goes wrong there (a transparent HTTP blockpage on port 80, say) is not DNS's.
+    proven = [ip for ip in v.local_answers if ip in v.tls_valid_ips]
+    if proven:
+        if v.reference_answers:
+            # differs from the control, yet leads to the site: an ISP proxy relaying TLS.
+            # Not at fault, but a researcher should see it next to what the proxy did.
+            return _finding("tls_consistent_answer", 0.1, 0, 0.9, None,
+                            Evidence(f"the local answer {proven[0]} differs from {', '.join(sorted(v.reference_answers)[:4])} "
+                                     f"but presented a valid certificate for {m.hostname}: it leads to the site "
+                                     "(a proxy that relays TLS), so DNS is not the layer at fault",
+                                     {"local": v.local_answers, "control": sorted(v.reference_answers)}))
+        return _finding("tls_consistent_answer", 0, 0, 1.0, None,
+                        Evidence(f"{proven[0]} presented a valid certificate for {m.hostname}: the answer is genuine"))
+    fetched = v.https_fetch_address
+    if fetched is not None:
+        return _finding("https_fetch_consistent_answer", 0, 0, 0.95, None,
+                        Evidence(f"the page was fetched over HTTPS from {fetched or 'the local answer'} with a valid "
+                                 f"certificate for {m.hostname}: the answer is genuine"))
+    # What does the odd address serve? A blockpage there settles it.
     for h in [*v.local_main, *v.fallbacks]:
         ip = v.response_ip(h)
         if ip not in v.local_answers:
@@ -126,10 +149,6 @@ def classify_dns(v: View) -> LayerFinding:
             return _finding("answer_serves_blockpage", 0.95, 0, 0.05, "dns.blockpage", differ,
                             Evidence(f"{ip} serves a blockpage: {x.describe()}",
                                      {"address": ip, "fingerprint": x.fingerprint.name, "url": h.url}))
-    proven = [ip for ip in v.local_answers if ip in v.tls_valid_ips]
-    if proven:
-        return _finding("tls_consistent_answer", 0, 0, 1.0, None,
-                        Evidence(f"{proven[0]} presented a valid certificate for {m.hostname}: the answer is genuine"))
     valid_at_ctrl = [ip for ip in v.local_answers if v.control_ip_info.get(ip, {}).get("valid_for_domain")]
     if valid_at_ctrl:
         return _finding("answer_valid_from_ctrl", 0, 0, 0.95, None,

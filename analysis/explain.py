@@ -16,7 +16,7 @@ import sqlite_utils
 from probe import store
 
 from .report import version_key, evidence_lines, short_time
-from .verdicts import LAYERS, LOW_CONFIDENCE, VERDICTS
+from .verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, VERDICTS
 
 
 class NothingToExplain(Exception):
@@ -31,7 +31,11 @@ def confidence_words(confidence: float | None) -> str:
     return f"{word} ({confidence:.2f})"
 
 
-def _blocked_words(verdict: str, blocked: bool, confidence: float | None = None) -> str:
+def _blocked_words(verdict: str, blocked: bool | None, confidence: float | None = None) -> str:
+    if blocked is None:
+        return (f"{CANT_TELL}: it failed here in a way censors use ({verdict} is the likely reading), but a "
+                "site that is down for everyone fails the same way, and there was no control helper to tell "
+                "them apart. Measure again with one: probe config set control URL (or --control URL)")
     if blocked and confidence is not None and confidence < LOW_CONFIDENCE:
         return ("perhaps: it failed here in a way censors use, but there was too little to compare "
                 "with to be sure (see below)")
@@ -87,7 +91,7 @@ def explain_measurement(
         )
 
     verdict = v["verdict"]
-    blocked = bool(v["blocked"])
+    blocked = None if v["blocked"] is None else bool(v["blocked"])
     meaning = VERDICTS.get(verdict, (blocked, "a verdict this probe version does not know"))[1]
     network = " ".join(x for x in (run.get("cc"), run.get("asn")) if x) or "an unknown network"
     if run.get("network_name"):

@@ -22,6 +22,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from probe.pagetext import content_type_of, decode_html
 from probe.records import HttpRequest
 
 LOCATIONS = ("dns", "body", "title", "response")  # plus header.<name>
@@ -193,7 +194,7 @@ class FingerprintDB:
         if h.status is None:
             return []
         label = label or (f"hop {h.hop}" if h.kind == "main" else f"{h.kind} {h.url}")
-        body = (h.body_head or b"")[:_BODY_SCAN].decode("utf-8", errors="replace")
+        body = decode_html((h.body_head or b"")[:_BODY_SCAN], content_type_of(h.headers))
         out = self._match("body", body, f"body of {label}") if body else []
         if h.title:
             out += self._match("title", h.title, f"title of {label}")

@@ -25,7 +25,7 @@ from .fingerprints import Match
 from .tcpip import RESET_LIKE
 from .tcpip import VERDICT_FOR as TCP_VERDICT_FOR
 from .tcpip import most_telling
-from .verdicts import Evidence, LayerFinding
+from .verdicts import Evidence, LayerFinding, needs_control
 from .view import CERT_FAILURES, HopSteps, View, norm_host
 
 BODY_PROPORTION_MIN = 0.7  # OONI's body_length_match threshold
@@ -254,7 +254,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
         if v.control_http_ok:
             return _f(rule, score, 1 - score, 0, verdict, *ev,
                       Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
-        return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, *ev)
+        return needs_control(_f("failure_no_ctrl", 0.5, 0.5, 0, verdict, *ev))
 
     # a response came
     got = Evidence(f"got {final.status} {final.title or ''} ({final.body_length} bytes) from {final.url}".replace("  ", " "),
@@ -265,7 +265,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
         # no control needed to trust it: the certificate proves who served the page
         return _f("https_response", 0, 0, 1.0, None, got,
                   Evidence("over HTTPS with a valid certificate: the page comes from the site itself"))
-    if ctrl is None or ctrl.status is None:
+    if not v.control_http_ok:
         if v.has_control:
             return _f("ctrl_failed_local_ok", 0, 0.2, 0.6, None, got,
                       Evidence("the control's request failed, but the page loads here"))

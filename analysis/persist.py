@@ -27,7 +27,7 @@ def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
         "measurement_id": measurement_id,
         "classifier_version": v.classifier_version,
         "verdict": v.verdict,
-        "blocked": int(v.blocked),
+        "blocked": None if v.blocked is None else int(v.blocked),
         "confidence": round(v.confidence, 3),
         "layer": v.layer,
         "rule_id": v.rule_id,
@@ -66,6 +66,6 @@ def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None
         order by m.url, m.started_at
     """
     for row in db.query(sql, [classifier_version]):
-        row["blocked"] = bool(row["blocked"])
+        row["blocked"] = None if row["blocked"] is None else bool(row["blocked"])
         row["evidence"] = json.loads(row["evidence"] or "[]")
         yield row

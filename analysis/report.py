@@ -35,7 +35,7 @@ import sqlite_utils
 from probe.records import utcnow
 
 from .persist import report_rows
-from .verdicts import LAYERS, VERDICTS
+from .verdicts import CANT_TELL, LAYERS, VERDICTS
 
 Row = dict[str, Any]
 
@@ -143,7 +143,24 @@ def _latest_key(row: Row) -> tuple:
 
 
 def is_blocked(verdict: str | None) -> bool:
+    """A verdict of the blocked kind (whether or not this measurement could tell)."""
     return bool(verdict) and VERDICTS.get(verdict, (False, ""))[0]
+
+
+def blocked_word(blocked: bool | None) -> str:
+    """yes / no / can't tell: what a person reads in every human format."""
+    return CANT_TELL if blocked is None else ("yes" if blocked else "no")
+
+
+def cant_tell(row: Row) -> bool:
+    """The row's failure could not be told from an outage (blocked is null)."""
+    return row.get("blocked", False) is None
+
+
+def shown_verdict(row: Row) -> str:
+    """The verdict as tables show it: a failure that could not be told from an outage
+    keeps its likely verdict, marked."""
+    return f"{row['verdict']} ({CANT_TELL})" if cant_tell(row) else row["verdict"]
 
 
 def verdict_family(verdict: str | None) -> str:
@@ -203,7 +220,7 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "asn": latest.get("asn"),
                 "network_name": latest.get("network_name"),
                 "verdict": latest["verdict"],
-                "blocked": bool(latest["blocked"]),
+                "blocked": latest["blocked"],
                 "confidence": latest.get("confidence"),
                 "layer": latest.get("layer"),
                 "rule_id": latest.get("rule_id"),
@@ -232,22 +249,25 @@ def site_history(rows: Iterable[Row]) -> dict[str, list[Row]]:
                 "measured_at": r.get("measured_at"),
                 "network": network_of(r),
                 "verdict": r["verdict"],
-                "blocked": bool(r["blocked"]),
+                "blocked": r["blocked"],
                 "confidence": r.get("confidence"),
             }
         )
     return dict(sorted(out.items(), key=lambda kv: kv[0]))
 
 
-def _verdict_order(verdict: str) -> tuple[int, str]:
+def _verdict_order(verdict: str) -> tuple[int, int, str]:
     order = list(VERDICTS)
-    return (order.index(verdict) if verdict in VERDICTS else len(order), verdict)
+    base, _, marked = verdict.partition(" (")
+    return (order.index(base) if base in VERDICTS else len(order), bool(marked), verdict)
 
 
 def method_counts(rows: Iterable[Row]) -> dict[str, int]:
     """How many site×network pairs currently (latest verdict) show each verdict: the
-    censor's methods, counted once per site and network however often it was measured."""
-    counts = Counter(r["verdict"] for r in _latest_per_site_network(rows))
+    censor's methods, counted once per site and network however often it was measured.
+    A failure that could not be told from an outage counts apart ("tcp.refused (can't
+    tell)"): it is not yet evidence of the method."""
+    counts = Counter(shown_verdict(r) for r in _latest_per_site_network(rows))
     return {v: counts[v] for v in sorted(counts, key=_verdict_order)}
 
 
@@ -255,20 +275,27 @@ def method_counts_by_network(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     """``method_counts`` per network: ISPs in one country need not block alike."""
     per: dict[str, Counter] = defaultdict(Counter)
     for r in _latest_per_site_network(rows):
-        per[network_of(r)][r["verdict"]] += 1
+        per[network_of(r)][shown_verdict(r)] += 1
     return {n: {v: per[n][v] for v in sorted(per[n], key=_verdict_order)}
             for n in sorted(per, key=network_sort_key)}
 
 
 def layer_counts(rows: Iterable[Row]) -> dict[str, int]:
     """Blocked site×network pairs (latest verdict) by the layer where blocking was
-    first seen: is this censor mostly a DNS, an IP, an SNI or an HTTP filter?"""
+    first seen: is this censor mostly a DNS, an IP, an SNI or an HTTP filter? Only
+    verdicts that could tell count ("can't tell" ones are counted apart)."""
     counts = {layer: 0 for layer in LAYERS}
     for r in _latest_per_site_network(rows):
-        if is_blocked(r["verdict"]):
+        if r.get("blocked") is True:
             family = verdict_family(r["verdict"])
             counts[family] = counts.get(family, 0) + 1
     return counts
+
+
+def cant_tell_count(rows: Iterable[Row]) -> int:
+    """Site×network pairs whose latest measurement failed in a way censors use but could
+    not be told from an outage (there was no control)."""
+    return sum(cant_tell(r) for r in _latest_per_site_network(rows))
 
 
 def networks(rows: Iterable[Row]) -> list[Row]:
@@ -300,7 +327,7 @@ def day_matrix(rows: Iterable[Row]) -> tuple[list[str], list[str], dict[str, dic
     days = sorted({k[2] for k in latest})
     cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
     for (network, url, day), r in latest.items():
-        cells[network][(url, day)] = r["verdict"]
+        cells[network][(url, day)] = CANT_TELL if cant_tell(r) else r["verdict"]
     return sites, days, {n: cells[n] for n in sorted(cells, key=network_sort_key)}
 
 
@@ -330,6 +357,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     counts_by_network: dict[str, dict[str, int]] = field(default_factory=dict)
     layers: dict[str, int] = field(default_factory=dict)
+    cant_tell: int = 0
     networks: list[Row] = field(default_factory=list)
     classifier_versions: list[str] = field(default_factory=list)
     first_measured: str | None = None
@@ -349,6 +377,7 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
         counts=method_counts(rows),
         counts_by_network=method_counts_by_network(rows),
         layers=layer_counts(rows),
+        cant_tell=cant_tell_count(rows),
         networks=networks(rows),
         classifier_versions=sorted({r["classifier_version"] for r in rows if r.get("classifier_version")},
                                    key=version_key),
@@ -383,10 +412,13 @@ VERDICT_COLOURS: dict[str, str] = {
     "http.diff": "#fcbba1",
 }
 UNKNOWN_COLOUR = "#ff00ff"  # a verdict this report does not know: impossible to miss
+CANT_TELL_COLOUR = "#ffeda0"  # a failure that could not be told from an outage (no control)
 NO_DATA_COLOUR = "#ffffff"
 
 
 def verdict_colour(verdict: str) -> str:
+    if verdict == CANT_TELL or verdict.endswith(f"({CANT_TELL})"):
+        return CANT_TELL_COLOUR
     return VERDICT_COLOURS.get(verdict, UNKNOWN_COLOUR)
 
 
@@ -395,8 +427,10 @@ def _text_colour(background: str) -> str:
     return "#000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#fff"
 
 
-def terminal_style(verdict: str) -> str:
-    """Rich style: blocked red, ok green, down/error grey."""
+def terminal_style(verdict: str, blocked: bool | None = False) -> str:
+    """Rich style: blocked red, can't tell yellow, ok green, down/error grey."""
+    if blocked is None and is_blocked(verdict):
+        return "yellow"
     if is_blocked(verdict):
         return "bold red"
     if verdict == "ok":
@@ -417,7 +451,7 @@ EXPORT_FIELDS = (
 
 def _export_row(r: Row) -> Row:
     out = {k: r.get(k) for k in EXPORT_FIELDS}
-    out["blocked"] = bool(r.get("blocked"))
+    out["blocked"] = r.get("blocked")  # true, false, or null: "can't tell"
     out["evidence"] = [
         {"text": e.get("text"), "fields": e.get("fields") or {}} if isinstance(e, dict) else {"text": str(e), "fields": {}}
         for e in (r.get("evidence") or [])
@@ -438,7 +472,7 @@ def render_csv(rows: Iterable[Row]) -> str:
     writer.writeheader()
     for r in rows:
         out = _export_row(r)
-        out["blocked"] = "yes" if out["blocked"] else "no"
+        out["blocked"] = blocked_word(out["blocked"])
         out["evidence"] = " | ".join(evidence_lines(out["evidence"]))
         writer.writerow(out)
     return buf.getvalue()
@@ -478,7 +512,7 @@ def render_terminal(report: Report, console: Any) -> None:
         table.add_row(
             Text(s["url"]),
             Text(s["network"]),
-            Text(s["verdict"], style=terminal_style(s["verdict"])),
+            Text(shown_verdict(s), style=terminal_style(s["verdict"], s["blocked"])),
             Text(_conf(s["confidence"])),
             Text(f"{s['agree']}/{s['total']}"),
             Text(short_time(s["first_seen"])),
@@ -502,12 +536,19 @@ def _counts_table(report: Report, Table: Any, Text: Any) -> Any:
     table.add_section()
     for layer, count in report.layers.items():
         table.add_row(Text(f"blocked at {layer}", style="bold"), str(count),
-                      *(str(_layer_count(report.counts_by_network[n], layer)) for n in nets))
+                      *(str(_layer_count(report, n, layer)) for n in nets))
+    if report.cant_tell:
+        table.add_row(Text(CANT_TELL, style="yellow"), str(report.cant_tell),
+                      *(str(_cant_tell_in(report, n)) for n in nets))
     return table
 
 
-def _layer_count(counts: dict[str, int], layer: str) -> int:
-    return sum(c for v, c in counts.items() if is_blocked(v) and verdict_family(v) == layer)
+def _layer_count(report: Report, network: str, layer: str) -> int:
+    return layer_counts(r for r in report.rows if network_of(r) == network).get(layer, 0)
+
+
+def _cant_tell_in(report: Report, network: str) -> int:
+    return cant_tell_count(r for r in report.rows if network_of(r) == network)
 
 
 # --- markdown --------------------------------------------------------------------------
@@ -532,7 +573,7 @@ SITE_COLUMNS = ("site", "network", "verdict", "blocked", "confidence", "agree", 
 
 
 def _site_cells(s: Row) -> list[Any]:
-    return [s["url"], s["network"], s["verdict"], "yes" if s["blocked"] else "no", _conf(s["confidence"]),
+    return [s["url"], s["network"], s["verdict"], blocked_word(s["blocked"]), _conf(s["confidence"]),
             f"{s['agree']}/{s['total']}", short_time(s["first_seen"]), short_time(s["last_seen"]),
             short_time(s["first_measured"]), short_time(s["last_measured"]), ", ".join(s["verdicts_seen"]),
             "; ".join(evidence_lines(s["evidence"]))]
@@ -553,11 +594,14 @@ def _counts_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
     nets = list(report.counts_by_network)
     header = ["verdict", "blocked", "total", *nets]
     body: list[list[Any]] = [
-        [v, "yes" if is_blocked(v) else "no", c, *(report.counts_by_network[n].get(v, 0) for n in nets)]
+        [v, CANT_TELL if v.endswith(f"({CANT_TELL})") else ("yes" if is_blocked(v) else "no"), c,
+         *(report.counts_by_network[n].get(v, 0) for n in nets)]
         for v, c in report.counts.items()
     ]
-    body += [[f"blocked at {layer}", "", c, *(_layer_count(report.counts_by_network[n], layer) for n in nets)]
+    body += [[f"blocked at {layer}", "", c, *(_layer_count(report, n, layer) for n in nets)]
              for layer, c in report.layers.items()]
+    if report.cant_tell:
+        body.append([CANT_TELL, "", report.cant_tell, *(_cant_tell_in(report, n) for n in nets)])
     return header, body
 
 
@@ -569,15 +613,16 @@ def render_markdown(report: Report) -> str:
     lines += _md_table(SITE_COLUMNS, (_site_cells(s) for s in report.sites))
     lines += ["", "## Counts by method", "",
               "Latest verdict per site and network; \"blocked at\" counts blocked pairs by the first layer "
-              "where interference was seen.", ""]
+              f"where interference was seen; \"{CANT_TELL}\" counts sites that failed in ways censors use but, "
+              "with no control to compare with, could not be told from an outage.", ""]
     header, body = _counts_rows(report)
     lines += _md_table(header, body)
     lines += ["", "## History per site", ""]
     for url, entries in report.history.items():
         lines += [f"### {_md(url)}", ""]
-        lines += _md_table(("measured (UTC)", "network", "verdict", "confidence"),
-                           ([short_time(e["measured_at"]), e["network"], e["verdict"], _conf(e["confidence"])]
-                            for e in entries))
+        lines += _md_table(("measured (UTC)", "network", "verdict", "blocked", "confidence"),
+                           ([short_time(e["measured_at"]), e["network"], e["verdict"], blocked_word(e["blocked"]),
+                             _conf(e["confidence"])] for e in entries))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -705,7 +750,11 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _badge(verdict: str) -> str:
+def _badge(verdict: str, blocked: bool | None = False) -> str:
+    if blocked is None and is_blocked(verdict):
+        bg = CANT_TELL_COLOUR
+        return (f'<span class="v" style="background:{bg};color:{_text_colour(bg)}" title="{_e(CANT_TELL)}: no '
+                f'control to tell it from an outage">{_e(verdict)}?</span>')
     bg = verdict_colour(verdict)
     return f'<span class="v" style="background:{bg};color:{_text_colour(bg)}">{_e(verdict)}</span>'
 
@@ -733,7 +782,8 @@ def render_html(report: Report) -> str:
     external resource, no script) that a volunteer can mail or open offline; a
     Content-Security-Policy forbids anything else even if a browser were tricked."""
     chart = heatmap_png(report.rows) if report.rows else None
-    present = sorted({r["verdict"] for r in report.rows}, key=_verdict_order)
+    present = sorted({CANT_TELL if cant_tell(r) else r["verdict"] for r in report.rows},
+                     key=_verdict_order)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -759,10 +809,16 @@ def render_html(report: Report) -> str:
         parts.append('<p class="note">No classified measurements.</p>')
     parts.append('<ul class="legend" id="legend">')
     for v in present:
-        meaning = VERDICTS.get(v, (False, "a verdict this report does not know"))[1]
-        flag = "blocked" if is_blocked(v) else "not blocked"
-        parts.append(f'<li><span class="sw" style="background:{verdict_colour(v)}"></span>'
-                     f"<code>{_e(v)}</code> ({flag}): {_e(meaning)}</li>")
+        if v != CANT_TELL:
+            meaning = VERDICTS.get(v, (False, "a verdict this report does not know"))[1]
+            flag = "blocked" if is_blocked(v) else "not blocked"
+            parts.append(f'<li><span class="sw" style="background:{verdict_colour(v)}"></span>'
+                         f"<code>{_e(v)}</code> ({flag}): {_e(meaning)}</li>")
+    if CANT_TELL in present:
+        parts.append(f'<li><span class="sw" style="background:{CANT_TELL_COLOUR}"></span>'
+                     f"<code>{_e(CANT_TELL)}</code> (marked <code>?</code> in the tables): failed in a way censors "
+                     "use, but with no control to compare with it cannot be told from a site that is down for "
+                     "everyone; the likely verdict is shown</li>")
     parts.append("</ul>")
     if chart and chart.verdicts != present:
         parts.append('<p class="note">The legend lists every verdict in the data; a verdict replaced later '
@@ -772,7 +828,7 @@ def render_html(report: Report) -> str:
     site_rows = []
     for s in report.sites:
         cells = [_e(c) for c in _site_cells(s)]
-        cells[2] = _badge(s["verdict"])
+        cells[2] = _badge(s["verdict"], s["blocked"])
         cells[10] = ", ".join(_badge(v) for v in s["verdicts_seen"])
         cells[11] = _evidence_html(s["evidence"])
         site_rows.append(cells)
@@ -794,8 +850,8 @@ def render_html(report: Report) -> str:
         parts.append(f"<section><h3>{_e(url)}</h3>")
         parts.append(_html_table(
             ("measured (UTC)", "network", "verdict", "confidence"),
-            ([_e(short_time(e["measured_at"])), _e(e["network"]), _badge(e["verdict"]), _e(_conf(e["confidence"]))]
-             for e in entries),
+            ([_e(short_time(e["measured_at"])), _e(e["network"]), _badge(e["verdict"], e["blocked"]),
+              _e(_conf(e["confidence"]))] for e in entries),
             ("t", "nw", "", "num"),
         ))
         parts.append("</section>")

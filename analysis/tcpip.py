@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from probe import failures as F
 
-from .verdicts import Evidence, LayerFinding
+from .verdicts import Evidence, LayerFinding, needs_control
 from .view import View
 
 RESET_LIKE = {F.CONNECTION_RESET, F.EOF}
@@ -76,7 +76,7 @@ def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
                           Evidence("the control reaches the site"))
             if v.has_control:
                 return _f("established_then_reset_ctrl_failing", 0.25, 0.75, 0, None, ev)
-            return _f("established_then_reset_no_ctrl", 0.6, 0.4, 0, "tcp.reset", ev)
+            return needs_control(_f("established_then_reset_no_ctrl", 0.6, 0.4, 0, "tcp.reset", ev))
         failed = [c for c in conns if not c.success]
         extra = [Evidence(f"{len(failed)} of {len(conns)} addresses could not be reached", {"failed": [c.ip for c in failed]})] if failed else []
         return _f("connect_ok", 0, 0, 1.0, None, Evidence(f"TCP connect to {ok[0].ip}:{m.port} succeeded"), *extra)
@@ -99,4 +99,5 @@ def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
     if v.has_control:
         return _f("failure_ctrl_also_failing", 0.25, 0.75, 0, None, ev,
                   Evidence("the control cannot connect either: the site is down"))
-    return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, ev, Evidence("there was no control to compare with"))
+    return needs_control(_f("failure_no_ctrl", 0.5, 0.5, 0, verdict, ev,
+                            Evidence("there was no control to compare with")))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from probe import failures as F
 
 from .tcpip import RESET_LIKE, dns_untrusted
-from .verdicts import Evidence, LayerFinding
+from .verdicts import Evidence, LayerFinding, needs_control
 from .view import CERT_FAILURES, View
 
 
@@ -59,7 +59,7 @@ def classify_tls(v: View, dns: LayerFinding, tcp: LayerFinding) -> LayerFinding:
         if v.has_control:
             return _f("failure_ctrl_also_failing", 0.2, 0.8, 0, None, local, shown,
                       Evidence("the control's handshake fails too: the site's certificate is broken for everyone"))
-        return _f("ssl_failure_no_ctrl", 0.5, 0.5, 0, "tls.mitm", local, shown)
+        return needs_control(_f("ssl_failure_no_ctrl", 0.5, 0.5, 0, "tls.mitm", local, shown))
 
     benign_ok = [b for x in hs for b in v.benign_tls(x.ip, x.port) if b.success]
     benign_ev = [Evidence(f"a handshake with the harmless name {benign_ok[0].server_name} to the same address succeeded: "
@@ -80,4 +80,4 @@ def classify_tls(v: View, dns: LayerFinding, tcp: LayerFinding) -> LayerFinding:
                   Evidence(f"the control's handshake fails too ({', '.join(failures)}): the site is down"))
     if benign_ok:
         return _f("sni_filtered_no_ctrl", 0.7, 0.3, 0, verdict, local, *benign_ev)
-    return _f("failure_no_ctrl", 0.5, 0.5, 0, verdict, local)
+    return needs_control(_f("failure_no_ctrl", 0.5, 0.5, 0, verdict, local))

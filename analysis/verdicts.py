@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CLASSIFIER_VERSION = "1.1.0"
-# Below this, a blocked verdict is said with a "perhaps" (typically: no control)
+CLASSIFIER_VERSION = "1.2.0"
+# Below this, a blocked verdict is said with a "perhaps" (typically: little to compare)
 LOW_CONFIDENCE = 0.5
+# What "blocked = None" is called wherever people read it.
+CANT_TELL = "can't tell"
 
 # verdict -> (blocked, meaning)
 VERDICTS: dict[str, tuple[bool, str]] = {
@@ -62,12 +64,24 @@ class LayerFinding:
     evidence: list[Evidence] = field(default_factory=list)
     # the probe itself could not measure this layer (not the network's doing)
     error: bool = False
+    # the "blocked" reading rests on a failure a site that is down for everyone shows too
+    # (refused, timed out, bad certificate, no such name), and there was no control to
+    # rule that out: reported with blocked = None ("can't tell"), the likely verdict named
+    needs_control: bool = False
+
+
+def needs_control(f: LayerFinding) -> LayerFinding:
+    """Mark a no-control finding whose failure an outage would produce too."""
+    f.needs_control = True
+    return f
 
 
 @dataclass
 class Verdict:
     verdict: str
-    blocked: bool
+    # True, False, or None: "can't tell" (a likely blocked verdict, but without a control
+    # it cannot be told from an outage; only ever None for a blocked verdict)
+    blocked: bool | None
     confidence: float
     layer: str | None  # the layer that decided; None for ok/down/error with no layer
     rule_id: str
@@ -78,5 +92,6 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r}")
-        if self.blocked != VERDICTS[self.verdict][0]:
-            raise ValueError(f"{self.verdict} must have blocked={VERDICTS[self.verdict][0]}")
+        expected = VERDICTS[self.verdict][0]
+        if self.blocked != expected and not (self.blocked is None and expected):
+            raise ValueError(f"{self.verdict} must have blocked={expected}" + (" or None" if expected else ""))

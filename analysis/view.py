@@ -230,7 +230,10 @@ class View:
 
     @cached_property
     def control_http_ok(self) -> bool:
-        return self.control_final is not None and self.control_final.status is not None
+        """The control got a page: a final response that did not break off. Its last
+        302 of a redirect loop is a response, but not a page (http_too_many_redirects)."""
+        f = self.control_final
+        return f is not None and f.status is not None and f.failure in (None, F.BODY_TOO_LARGE)
 
     # --- local TCP / TLS / HTTP ------------------------------------------------------
 
@@ -263,6 +266,21 @@ class View:
     def tls_valid_ips(self) -> set[str]:
         """Local addresses that presented a valid certificate for the name: genuine."""
         return {t.ip for t in self.m.tls if t.sni_role == "target" and t.success and t.cert_valid}
+
+    @cached_property
+    def https_fetch_address(self) -> str | None:
+        """The local answer through which the URL itself (hop 0) was fetched over HTTPS
+        with a certificate that validated for the name: "" when the fetch records no
+        address (OONI v0.4, which fetches through the probe's own answers), None when
+        there was no such fetch. A validated fetch vouches for the answer it used."""
+        h = self.local_main[0] if self.local_main else None
+        if (h is None or not h.url.startswith("https://") or h.status is None
+                or h.failure not in (None, F.BODY_TOO_LARGE) or norm_host(URL(h.url).host) != self.host_key):
+            return None
+        ip = self.response_ip(h)
+        if ip is None:
+            return "" if self.local_answers else None
+        return ip if ip in self.local_answers else None
 
     def hop_steps(self, h: HttpRequest) -> HopSteps | None:
         """The DNS/TCP/TLS evidence for the host of hop ``h``: for the URL's own host,

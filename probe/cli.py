@@ -20,11 +20,13 @@ from .dns import format_hostport, is_ip, split_hostport, system_resolvers
 from .measure import ProbeConfig
 from .plan import (
     DEFAULT_DOH,
+    LAB_NETWORK_HELP,
     NothingToResume,
     PlanError,
     config_from_json,
     notice,
     parse_duration,
+    parse_lab_networks,
     plan_new_run,
     resume_plan,
 )
@@ -114,8 +116,7 @@ def main() -> None:
               help="An address that runs no DNS server; each name is also asked there, and any answer "
                    "is evidence of injection. [default: the control helper's address]")
 @click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
-@click.option("--lab-network", multiple=True, metavar="CIDR", hidden=True,
-              help="Censorship labs only: treat these private ranges as the open internet when judging answers.")
+@click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
@@ -243,15 +244,10 @@ def _control_sources(cli: tuple[str, ...], no_control: bool, targets: Path) -> t
 
 
 def _networks(values: tuple[str, ...]) -> list[str]:
-    import ipaddress
-
-    out = []
-    for v in values:
-        try:
-            out.append(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError:
-            fail(f"invalid --lab-network {v!r} (use CIDR, e.g. 10.77.0.0/16)")
-    return out
+    try:
+        return parse_lab_networks(values)
+    except PlanError as exc:
+        fail(str(exc))
 
 
 # RFC 5737 TEST-NET-1: documentation space, where no host runs a resolver. The sink
@@ -440,15 +436,30 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_st
         return
     if json_logs:
         click.echo(json.dumps({"event": "verdicts", "run_id": run_id, "counts": dict(counts),
+                               "cant_tell": dict(result.cant_tell),
                                "low_confidence_blocked": result.weak_blocked, "controls": control_stats}))
         return
-    blocked = {v: n for v, n in counts.items() if VERDICTS[v][0]}
-    parts = [f"{sum(blocked.values())} blocked"
-             + (f" ({', '.join(f'{v} {n}' for v, n in sorted(blocked.items(), key=lambda kv: -kv[1]))})" if blocked else "")]
+
+    def listed(c: dict) -> str:
+        return f" ({', '.join(f'{v} {n}' for v, n in sorted(c.items(), key=lambda kv: -kv[1]))})" if c else ""
+
+    blocked = {v: n - result.cant_tell.get(v, 0) for v, n in counts.items() if VERDICTS[v][0]}
+    blocked = {v: n for v, n in blocked.items() if n}
+    parts = [f"{sum(blocked.values())} blocked" + listed(blocked)]
     if result.weak_blocked:
         parts[0] += f", {result.weak_blocked} of them with low confidence"
+    unclear = sum(result.cant_tell.values())
+    if unclear:
+        parts.append(f"{unclear} can't tell" + listed(dict(result.cant_tell)))
     parts += [f"{counts[v]} {v}" for v in ("ok", "down", "error") if counts.get(v)]
     click.echo("verdicts: " + ", ".join(parts), err=True)
+    if unclear:
+        why = ("there was no control answer for them" if control_stats is not None
+               else "there was no control helper")
+        click.echo(f"  can't tell: {unclear} sites failed in ways censors use (refused, timed out, bad certificate, "
+                   f"no such name), but {why}, so they cannot be told from sites that are down for everyone. "
+                   "To tell them apart, measure with a control helper: probe config set control URL "
+                   "(ask your target list's maintainers for one), or --control URL", err=True)
     if counts and counts.get("error") == sum(counts.values()):
         click.echo("  nothing could be measured: this computer seems to have no working DNS or no internet "
                    "connection; check it, or name a resolver with --resolver IP", err=True)

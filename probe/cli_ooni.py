@@ -16,6 +16,7 @@ import click
 
 from . import store
 from .ooni import ImportSummary, OoniExportError, OoniImportError, export_ooni, find_run, import_ooni
+from .plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 from .store import StoreError
 
 DEFAULT_DB = Path("results") / "probe.db"
@@ -40,13 +41,19 @@ def _report(summary: ImportSummary) -> None:
 @click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
               help="Database to import into (created if missing).")
-def import_ooni_cmd(files: tuple[Path, ...], db_path: Path) -> None:
+@click.option("--lab-network", multiple=True, metavar="CIDR",
+              help=LAB_NETWORK_HELP + " Recorded with the imported runs.")
+def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[str, ...]) -> None:
     """Import OONI web_connectivity measurements (JSONL, JSON, or .jsonc test data).
 
     Each measurement becomes the same rows `probe run` writes, in one finished run per
     OONI report. Importing a file again adds nothing. Exits 2 when a file cannot be
     read or holds no usable web_connectivity measurement.
     """
+    try:
+        nets = parse_lab_networks(lab_network)
+    except PlanError as exc:
+        _fail(exc)
     for f in files:  # every file readable before anything is written
         if not f.is_file():
             _fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
@@ -57,7 +64,7 @@ def import_ooni_cmd(files: tuple[Path, ...], db_path: Path) -> None:
     unusable: list[Path] = []
     for f in files:
         try:
-            summary = import_ooni(db, f, source=str(f))
+            summary = import_ooni(db, f, source=str(f), lab_networks=nets)
         except OoniImportError as exc:
             _fail(exc)
         _report(summary)

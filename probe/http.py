@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from . import failures as F
+from .pagetext import extract_title
 from .records import HttpRequest, Stopwatch
 
 # OONI's default headers (internal/model/http.go): a current desktop Safari.
@@ -37,9 +37,6 @@ BROWSER_HEADERS = {
     "Accept-Language": "en-US,en;q=0.9",
 }
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-# OONI's title regex (measurexlite/web.go), widened to allow attributes on <title>.
-_TITLE_RE = re.compile(rb"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
-_CHARSET_RE = re.compile(r"charset=([\w.:-]+)", re.IGNORECASE)
 
 
 class RefusedAddress(OSError):
@@ -150,22 +147,6 @@ async def read_whole_body(resp: aiohttp.ClientResponse, cap: int) -> bytes:
             raise BodyTooLarge(f"more than {cap} bytes")
         parts.append(chunk)
     return b"".join(parts)
-
-
-def extract_title(body: bytes, content_type: str | None) -> str | None:
-    """The page title, decoded with the declared charset, bad bytes replaced, one line."""
-    m = _TITLE_RE.search(body)
-    if not m:
-        return None
-    charset = "utf-8"
-    if content_type and (cm := _CHARSET_RE.search(content_type)):
-        charset = cm.group(1)
-    try:
-        text = m.group(1).decode(charset, errors="replace")
-    except LookupError:
-        text = m.group(1).decode("utf-8", errors="replace")
-    text = " ".join(text.split())
-    return text or None
 
 
 def _ip_literal(host: str | None) -> str | None:

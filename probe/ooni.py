@@ -54,7 +54,7 @@ from yarl import URL
 from . import __version__, store
 from . import failures as F
 from .dns import format_hostport, is_ip, split_hostport
-from .http import extract_title
+from .pagetext import extract_title
 from .measure import split_url
 from .records import (
     ControlResult,
@@ -678,7 +678,9 @@ def _split_document(doc: Any) -> tuple[dict, dict]:
     if not isinstance(doc, dict):
         raise OoniFormatError("not a JSON object")
     if "test_keys" in doc:
-        tk = doc["test_keys"]
+        # null test_keys (a probe that failed before measuring): a measurement from which
+        # nothing can be learned, imported as such (classified `error`), as `{}` is
+        tk = {} if doc["test_keys"] is None else doc["test_keys"]
         if not isinstance(tk, dict):
             raise OoniFormatError("test_keys is not an object")
         top = doc
@@ -1318,7 +1320,7 @@ def _run_id(meta: dict, source: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"run:{report}|{meta.get('cc')}|{meta.get('asn')}"))
 
 
-def _run_row(plan: _RunPlan, source: str, digest: str) -> dict[str, Any]:
+def _run_row(plan: _RunPlan, source: str, digest: str, lab_networks: list[str] | None = None) -> dict[str, Any]:
     meta = plan.meta
     notes = [
         f"imported from OONI data {source} ({meta.get('software') or 'unknown software'}, "
@@ -1347,16 +1349,17 @@ def _run_row(plan: _RunPlan, source: str, digest: str) -> dict[str, Any]:
         "doh_url": None,
         "config": json.dumps(
             {"imported_from": "ooni", "source": source, "report_id": meta.get("report_id"),
-             "test_version": meta.get("test_version")}
+             "test_version": meta.get("test_version"), "lab_networks": list(lab_networks or [])}
         ),
         "notes": json.dumps(notes),
     }
 
 
-def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str) -> None:
+def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str,
+                lab_networks: list[str]) -> None:
     """Create the run with its targets, or add targets a longer file brought to it."""
     if not list(db.query("select 1 from runs where run_id = ?", [plan.run_id])):
-        store.create_run(db, _run_row(plan, source, digest), [store.RunTarget(u) for u in plan.targets])
+        store.create_run(db, _run_row(plan, source, digest, lab_networks), [store.RunTarget(u) for u in plan.targets])
         return
     known = {r["url"] for r in db.query("select url from run_targets where run_id = ?", [plan.run_id])}
     missing = [u for u in plan.targets if u not in known]
@@ -1371,7 +1374,8 @@ def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: 
 
 
 def import_ooni(
-    db: sqlite_utils.Database, path_or_lines: str | Path | Iterable[str], *, source: str
+    db: sqlite_utils.Database, path_or_lines: str | Path | Iterable[str], *, source: str,
+    lab_networks: list[str] | None = None,
 ) -> ImportSummary:
     """Store every web_connectivity measurement of a JSONL or JSON(C) file (or lines).
 
@@ -1411,7 +1415,7 @@ def import_ooni(
         plan.any_time_unknown |= meta["measured_at"] is None
     digest = hasher.hexdigest()
     for plan in plans.values():
-        _ensure_run(db, plan, source, digest)
+        _ensure_run(db, plan, source, digest, lab_networks or [])
         summary.run_ids.append(plan.run_id)
 
     # Pass 2: convert again (deterministic) and store what is not there yet.

@@ -32,6 +32,25 @@ class NothingToResume(PlanError):
     """Not an error for a scheduled job: said plainly, exit code 0."""
 
 
+LAB_NETWORK_HELP = (
+    "Censorship labs only (as OONI's own QA runs them): a private range (CIDR) that stands for the open "
+    "internet, so that answers in it are not called bogons; repeatable, e.g. --lab-network 10.77.0.0/16."
+)
+
+
+def parse_lab_networks(values: tuple[str, ...] | list[str]) -> list[str]:
+    """CIDRs as given to --lab-network, normalised; PlanError names the bad one."""
+    import ipaddress
+
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            raise PlanError(f"invalid --lab-network {v!r} (use CIDR, e.g. 10.77.0.0/16)") from None
+    return out
+
+
 def parse_duration(text: str) -> float:
     """'90', '90s', '10m', '1.5h', '1d' to seconds."""
     m = _DURATION.match(text or "")

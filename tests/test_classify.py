@@ -440,3 +440,105 @@ def test_every_verdict_of_the_vocabulary_is_reachable_here():
     source = inspect.getsource(sys.modules[__name__])
     missing = [v for v in VERDICTS if f'"{v}"' not in source]
     assert not missing, missing
+
+
+# --- no control: honest about what cannot be told from an outage -------------------------
+
+NO_CONTROL_OUTAGE_LOOKALIKES = {
+    # a name that no longer exists
+    "dns.nxdomain": dict(dns=[dns(answers=(), failure=F.DNS_NXDOMAIN)], tcp=[], tls=[],
+                         http=[http(status=None, failure=F.NO_ADDRESSES)]),
+    # a site misconfigured to 127.0.0.1
+    "dns.bogon": dict(dns=[dns(answers=("127.0.0.1",))], tcp=[tcp("127.0.0.1", failure=F.CONNECTION_REFUSED)],
+                      tls=[], http=[http(status=None, failure=F.CONNECTION_REFUSED)]),
+    # a server that is off
+    "tcp.refused": dict(tcp=[tcp(failure=F.CONNECTION_REFUSED)], tls=[],
+                        http=[http(status=None, failure=F.CONNECTION_REFUSED)]),
+    "tcp.timeout": dict(tcp=[tcp(failure=F.GENERIC_TIMEOUT)], tls=[],
+                        http=[http(status=None, failure=F.GENERIC_TIMEOUT)]),
+    # a certificate that expired for everyone
+    "tls.mitm": dict(tls=[tls(failure=F.SSL_INVALID_CERTIFICATE, stage="after_server_hello", valid=False)],
+                     http=[http(status=None, failure=F.SSL_INVALID_CERTIFICATE)]),
+    # a server that drops the handshake for everyone (no harmless-SNI evidence)
+    "tls.timeout": dict(tls=[tls(failure=F.GENERIC_TIMEOUT, stage="after_client_hello")],
+                        http=[http(status=None, failure=F.GENERIC_TIMEOUT)]),
+}
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("likely", sorted(NO_CONTROL_OUTAGE_LOOKALIKES))
+def test_without_a_control_an_outage_lookalike_is_cant_tell(likely):
+    for control_part in (None, control(failure=F.CONTROL_UNAVAILABLE)):  # none asked, or its answer lost
+        v = verdict(measurement(control=control_part, **NO_CONTROL_OUTAGE_LOOKALIKES[likely]))
+        assert (v.verdict, v.blocked) == (likely, None), (v.rule_id, [e.text for e in v.evidence])
+        assert any("down for everyone" in e.text for e in v.evidence)
+
+
+@pytest.mark.parametrize("likely", sorted(NO_CONTROL_OUTAGE_LOOKALIKES))
+def test_with_a_control_the_same_failure_is_blocked(likely):
+    v = verdict(measurement(**NO_CONTROL_OUTAGE_LOOKALIKES[likely]))
+    assert (v.verdict, v.blocked) == (likely, True), (v.rule_id, [e.text for e in v.evidence])
+
+
+def test_without_a_control_a_transparent_blockpage_is_http_not_dns():
+    """Port 80 DNATed to the censor's server; the DNS answer is genuine, and the same
+    address served a certificate valid for the name on 443: an answer that a validated
+    handshake vouches for is never the layer at fault."""
+    v = verdict(measurement(url="http://charter97.org/", control=None, tcp=[tcp(port=80), tcp(port=443)],
+                            tls=[tls()],
+                            http=[http("http://charter97.org/", body=BLOCKPAGE, title=None, address=f"{SITE_IP}:80")]),
+                cc="BY")
+    assert (v.verdict, v.blocked) == ("http.blockpage", True)
+    assert v.layers["dns"].rule_id == "tls_consistent_answer"
+
+
+def test_a_validated_https_fetch_vouches_for_the_answer_it_used():
+    """OONI v0.4 (no addresses on handshakes, no ASNs for control answers): a CDN site
+    whose local and control answers differ, fetched over HTTPS through the local answer
+    with a valid certificate and the control's title, is not dns.inconsistent."""
+    cdn = "151.101.1.1"
+    v = verdict(measurement(dns=[dns(answers=(cdn,))], tcp=[tcp(cdn)], tls=[],
+                            http=[http(address=None)], control=control(dns_answers=("151.101.65.1",))))
+    assert (v.verdict, v.blocked) == ("ok", False), (v.rule_id, [e.text for e in v.evidence])
+    assert v.layers["dns"].rule_id == "https_fetch_consistent_answer"
+
+
+def test_without_a_control_an_injected_answer_is_still_blocked():
+    sink = dns("sink", answers=("10.10.34.35",), resolver="192.0.2.53:53")
+    v = verdict(measurement(control=None, dns=[dns(answers=("10.10.34.35",)), sink],
+                            tcp=[tcp("10.10.34.35", failure=F.GENERIC_TIMEOUT)], tls=[],
+                            http=[http(status=None, failure=F.GENERIC_TIMEOUT)]))
+    assert (v.verdict, v.blocked) == ("dns.injection", True)
+
+
+def test_without_a_control_a_doh_contradiction_is_still_blocked():
+    v = verdict(measurement(control=None, dns=[dns(answers=(), failure=F.DNS_NXDOMAIN),
+                                              dns("doh", resolver="https://dns.example/dns-query")],
+                            tls=[], http=[http(status=None, failure=F.NO_ADDRESSES)]))
+    assert (v.verdict, v.blocked) == ("dns.nxdomain", True)
+
+
+def test_without_a_control_sni_filtering_is_still_blocked():
+    """Reset after the site's name, while a harmless name on the same address works: an
+    outage does not pick names."""
+    v = verdict(measurement(control=None, tls=[tls(failure=F.CONNECTION_RESET, stage="after_client_hello"),
+                                               tls(sni="example.com", role="control", valid=None)],
+                            http=[http(status=None, failure=F.CONNECTION_RESET)]))
+    assert (v.verdict, v.blocked) == ("tls.reset", True)
+
+
+def test_a_redirect_loop_for_everyone_is_down():
+    """The helper follows redirects as the probe does: both stop after 10 with
+    http_too_many_redirects. The control's last 302 is a response, not a page."""
+    def loop(failure_at_end: bool):
+        hops = [http(f"https://charter97.org/loop?i={i}", status=302, location=f"/loop?i={i + 1}", hop=i)
+                for i in range(11)]
+        hops[-1].failure = F.HTTP_TOO_MANY_REDIRECTS if failure_at_end else None
+        return hops
+
+    c = control()
+    c.http = loop(True)
+    v = verdict(measurement(http=loop(True), control=c))
+    assert (v.verdict, v.blocked, v.layer) == ("down", False, "http"), (v.rule_id, [e.text for e in v.evidence])

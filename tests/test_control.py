@@ -241,6 +241,20 @@ async def test_redirects_are_followed_hop_by_hop(start_helper, http, site) -> No
     assert answer["ip_info"]["127.0.0.1"]["resolved_by_probe"] is False
 
 
+async def test_a_redirect_loop_is_reported_as_the_probe_reports_it(start_helper, http, tmp_path) -> None:
+    """The helper stops where the probe stops (10 redirects) and says so, rather than
+    answering with the last 302 as if it were the page."""
+    from servers import WebServer, site_app as lab_site
+
+    base = await start_helper(allow_private=True)
+    async with WebServer(lab_site(title="Loop")) as looping:
+        status, answer, _ = await post(http, base, {"url": looping.url("/loop"), "addresses": ["127.0.0.1"]})
+    assert status == 200, answer
+    hops = [h for h in answer["http"] if h["kind"] == "main"]
+    assert len(hops) == ProbeConfig().max_redirects + 1
+    assert hops[-1]["status"] == 302 and hops[-1]["failure"] == F.HTTP_TOO_MANY_REDIRECTS
+
+
 async def test_https_site_tls_and_valid_for_domain(start_helper, http, tmp_path) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

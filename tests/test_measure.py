@@ -12,6 +12,7 @@ from conftest import lab_config
 from probe import failures as F
 from probe.measure import measure_url
 from servers import (
+    CP1251_TITLE,
     GARBAGE,
     NXDOMAIN,
     REFUSED,
@@ -247,6 +248,23 @@ async def test_invalid_utf8_title_is_kept_with_replacement_characters():
     (hop,) = main_hops(m)
     assert hop.status == 200 and hop.failure is None
     assert "\ufffd" in hop.title
+
+
+async def test_a_windows_1251_title_declared_in_meta_is_decoded_with_its_entities():
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, WebServer(site_app()) as web:
+        m = await measure_url(web.url("/cp1251", hostname=SITE), lab_config(dns.address))
+    (hop,) = main_hops(m)
+    assert hop.title == CP1251_TITLE
+
+
+async def test_a_windows_1251_blockpage_matches_its_fingerprint():
+    from analysis.fingerprints import default_fingerprints
+
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, WebServer(site_app()) as web:
+        m = await measure_url(web.url("/blockpage-cp1251", hostname=SITE), lab_config(dns.address))
+    (hop,) = main_hops(m)
+    names = {x.fingerprint.name for x in default_fingerprints().match_http(hop)}
+    assert "cl.isp_by_beltelecom_block" in names
 
 
 async def test_http_reset_after_request():

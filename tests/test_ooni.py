@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -557,3 +558,73 @@ def test_export_command(tmp_path):
     no_db = runner.invoke(export_ooni_cmd, ["--db", str(tmp_path / "absent.db")])
     assert no_db.exit_code == 2 and len(no_db.stderr.strip().splitlines()) == 1
 
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+async def test_null_test_keys_import_as_a_measurement_nothing_can_be_learned_from(tmp_path, suffix):
+    from clirun import probe as run_cli
+
+    doc = {"test_name": "web_connectivity", "input": "https://charter97.org/", "probe_cc": "BY",
+           "probe_asn": "AS6697", "measurement_start_time": "2024-05-01 10:00:00", "report_id": "r1",
+           "test_keys": None}
+    path = tmp_path / f"one{suffix}"
+    path.write_text(json.dumps(doc, indent=2 if suffix == ".json" else None) + "\n")
+    db = tmp_path / "p.db"
+    rc, out, err = await run_cli("import-ooni", str(path), "--db", str(db))
+    assert rc == 0, err
+    rc, out, err = await run_cli("analyze", "--db", str(db))
+    assert rc == 0, err
+    conn = sqlite3.connect(db)
+    assert conn.execute("select m.url, v.verdict, v.blocked from verdicts v join measurements m "
+                        "using (measurement_id)").fetchall() == [("https://charter97.org/", "error", 0)]
+
+
+def _lab_measurement() -> dict:
+    """OONI's QA style: a lab whose 'internet' is private space (10.77.2.10)."""
+    ok = {"code": 200, "headers": {"Content-Type": "text/html"}, "body": "<title>Lab site</title>" + "x" * 900}
+    return {
+        "test_name": "web_connectivity", "test_version": "0.4.3", "input": "http://site.lab.test/",
+        "probe_cc": "ZZ", "probe_asn": "AS64500", "report_id": "lab-1",
+        "measurement_start_time": "2026-11-30 10:00:00",
+        "test_keys": {
+            "queries": [{"engine": "system", "hostname": "site.lab.test", "query_type": "ANY", "failure": None,
+                         "answers": [{"answer_type": "A", "ipv4": "10.77.2.10"}]}],
+            "tcp_connect": [{"ip": "10.77.2.10", "port": 80, "status": {"success": True, "failure": None}}],
+            "requests": [{"request": {"url": "http://site.lab.test/", "method": "GET", "headers": {}},
+                          "response": {**ok, "body": ok["body"]}, "failure": None}],
+            "control_failure": None,
+            "control": {"dns": {"addrs": ["10.77.2.10"], "failure": None},
+                        "tcp_connect": {"10.77.2.10:80": {"status": True, "failure": None}},
+                        "http_request": {"status_code": 200, "body_length": 923, "title": "Lab site",
+                                         "headers": {"Content-Type": "text/html"}, "failure": None}},
+        },
+    }
+
+
+async def test_lab_networks_on_import_and_on_analyze(tmp_path):
+    from clirun import probe as run_cli
+
+    path = tmp_path / "lab.jsonl"
+    path.write_text(json.dumps(_lab_measurement()) + "\n")
+
+    def verdict_of(db):
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute("select verdict from verdicts").fetchone()[0]
+        finally:
+            conn.close()
+
+    plain, marked = tmp_path / "plain.db", tmp_path / "marked.db"
+    assert (await run_cli("import-ooni", str(path), "--db", str(plain)))[0] == 0
+    assert (await run_cli("analyze", "--db", str(plain)))[0] == 0
+    assert verdict_of(plain) == "down"  # 10.x for everyone: "a site misconfigured to a private address"
+    # the lab's range said at analysis time ...
+    assert (await run_cli("analyze", "--db", str(plain), "--lab-network", "10.77.0.0/16"))[0] == 0
+    assert verdict_of(plain) == "ok"
+    # ... or recorded with the run at import time
+    rc, _, err = await run_cli("import-ooni", str(path), "--db", str(marked), "--lab-network", "10.77.0.0/16")
+    assert rc == 0, err
+    assert (await run_cli("analyze", "--db", str(marked)))[0] == 0
+    assert verdict_of(marked) == "ok"
+    rc, _, err = await run_cli("import-ooni", str(path), "--db", str(marked), "--lab-network", "10.77/99")
+    assert rc == 2 and "invalid --lab-network" in err and err.count("\n") == 1

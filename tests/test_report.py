@@ -424,3 +424,53 @@ def test_cli_explain(paths, tmp_path):
     assert result.exit_code == 2 and "no measurement of nowhere.example" in result.stderr
     result = runner.invoke(explain_cmd, ["x", "--db", str(tmp_path / "missing.db")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
+
+
+# --- can't tell: a failure that, without a control, could not be told from an outage -----
+
+
+@pytest.fixture
+def unclear_db(tmp_path):
+    """A run without a control: one site refused (could be down), one blockpage (proof)."""
+    db = store.open_db(tmp_path / "nocontrol.db")
+    run_id = _run(db, "BY", "AS6697", "Beltelecom", 4, ["https://belapan.by/", "https://charter97.org/"])
+    refused = Verdict("tcp.refused", None, 0.3, "tcp", "failure_no_ctrl",
+                      [Evidence("every TCP connect to port 443 failed locally (connection_refused)")],
+                      {"tcp": LayerFinding("tcp", 0.5, 0.5, 0, "failure_no_ctrl", "tcp.refused", needs_control=True)})
+    page = _verdict("http.blockpage", 0.95, [CYRILLIC])
+    persist.save_verdicts(db, [(_measure(db, run_id, "https://belapan.by/", 4, 10), refused),
+                               (_measure(db, run_id, "https://charter97.org/", 4, 10), page)])
+    yield db
+    db.conn.close()
+
+
+def test_cant_tell_is_null_in_json_and_said_in_every_human_format(unclear_db):
+    rows = rep.collect([unclear_db])
+    by_url = {r["url"]: r for r in json.loads(rep.render_json(rows))}
+    assert by_url["https://belapan.by/"]["blocked"] is None
+    assert by_url["https://belapan.by/"]["verdict"] == "tcp.refused"  # the likely verdict, still named
+    assert by_url["https://charter97.org/"]["blocked"] is True
+    csv_rows = {r["url"]: r for r in csv.DictReader(io.StringIO(rep.render_csv(rows)))}
+    assert csv_rows["https://belapan.by/"]["blocked"] == "can't tell"
+    report = rep.build_report(rows, ["nocontrol.db"])
+    assert report.cant_tell == 1 and report.layers["tcp"] == 0 and report.layers["http"] == 1
+    assert report.counts == {"tcp.refused (can't tell)": 1, "http.blockpage": 1}
+    md = rep.render_markdown(report)
+    assert "| https://belapan.by/ | BY/AS6697 | tcp.refused | can't tell |" in md
+    assert "| can't tell |  | 1 |" in md
+    page = rep.render_html(report)
+    assert "tcp.refused?</span>" in page and "can&#x27;t tell" in page
+    buf = io.StringIO()
+    rep.render_terminal(report, Console(file=buf, width=250, force_terminal=False))
+    assert "tcp.refused (can't tell)" in buf.getvalue()
+
+
+def test_explain_says_cant_tell_and_how_to_get_a_control(unclear_db):
+    text = explain(unclear_db, "belapan.by")
+    assert "Blocked:     can't tell" in text and "tcp.refused is the likely reading" in text
+    assert "probe config set control URL" in text
+
+
+def test_a_heat_map_cell_that_cannot_tell_is_its_own_colour(unclear_db):
+    chart = rep.heatmap_png(rep.collect([unclear_db]))
+    assert "can't tell" in chart.verdicts and "tcp.refused" not in chart.verdicts

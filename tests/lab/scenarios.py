@@ -50,6 +50,9 @@ MITM_IP = "10.77.3.43"  # TLS interception: forged certificates from a foreign C
 # listens on the address itself, so the control helper gets a quick RST there.
 PROXY_IP = "10.77.3.44"
 DEAD_NET = "10.77.4.0/24"  # routed to a blackhole by the ISP: packets vanish
+# RFC 5737 TEST-NET-1: the probe's sink without a control helper (192.0.2.53:53). The
+# volunteer routes it to the ISP (as its default route would), which drops it.
+TEST_NET = "192.0.2.0/24"
 DEAD_IP = "10.77.4.4"
 NOBODY_IP = "10.77.2.250"  # on the open internet, but nothing listens (RST)
 
@@ -161,6 +164,9 @@ class Scenario:
     # A known classifier bug this scenario exposes: its verdict test is a strict xfail
     # (it fails loudly once the bug is fixed, so that the note is removed).
     known_issue: str | None = None
+    # Its evidence needs no control helper (a blockpage, an injected answer): a run
+    # without one must still say blocked. Traps (ok, down) must never be blocked then.
+    proof_without_control: bool = False
 
     @property
     def host(self) -> str:
@@ -208,6 +214,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "nothing on :443)",
         sites=(_site("dns-blockpage", 14),),
         isp_dns=(f"address=/dns-blockpage.lab.test/{BLOCKPAGE_IP}",),
+        proof_without_control=True,
     ),
     Scenario(
         "dns_injection", "https://dns-injection.lab.test/", "dns.injection",
@@ -223,6 +230,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                  f"-j DNAT --to-destination {CENSOR_DNS_IP}:53"),
         ),
         match="dns-injection",
+        proof_without_control=True,
     ),
     Scenario(
         "dns_inconsistent", "https://dns-inconsistent.lab.test/", "dns.inconsistent",
@@ -322,6 +330,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Rule("nat", "PREROUTING",
                  f"-d 10.77.2.28 -p tcp --dport 80 -j DNAT --to-destination {BLOCKPAGE_IP}:80"),
         ),
+        proof_without_control=True,
     ),
     Scenario(
         "http_blockpage_redirect", "http://http-redirect-blockpage.lab.test/", "http.blockpage",
@@ -332,6 +341,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Rule("nat", "PREROUTING",
                  f"-d 10.77.2.29 -p tcp --dport 80 -j DNAT --to-destination {REDIRECTOR_IP}:80"),
         ),
+        proof_without_control=True,
     ),
     Scenario(
         "http_diff", "http://http-diff.lab.test/", "http.diff",
@@ -390,6 +400,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the censor's blockpage host (OONI's ghostDNSBlockingWithHTTPS)",
         sites=(Site("ghost-dns", None),),
         isp_dns=(f"address=/ghost-dns.lab.test/{BLOCKPAGE_IP}",),
+        proof_without_control=True,
     ),
     # ---------------------------------------------------------------- false-positive traps
     Scenario(
@@ -435,6 +446,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the site's own certificate has expired: TLS fails for everyone (OONI's "
         "badSSLWithExpiredCertificate)",
         sites=(_site("expired-cert", 35, cert="expired"),),
+    ),
+    Scenario(
+        "redirect_loop_everywhere", "https://redirect-loop.lab.test/loop", "down",
+        "the site redirects to itself forever, for everyone: the helper stops after 10 "
+        "redirects as the probe does and says so (http_too_many_redirects)",
+        sites=(_site("redirect-loop", 36),),
     ),
     Scenario(
         "dynamic_page", "http://dynamic-page.lab.test/dynamic", "ok",

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -55,10 +56,14 @@ class LabRun:
     probe: subprocess.CompletedProcess
     timings: dict[str, float]
     pids: list[int]
-    analyze: subprocess.CompletedProcess | None = None
     report: list[dict] | None = None
     report_error: str | None = None
     shown: dict[str, dict] = field(default_factory=dict)
+    # the same scenarios measured at the same time without a control helper (as the
+    # Quick start runs): nothing that looks like an outage may be called blocked
+    nocontrol_db: str | None = None
+    nocontrol_probe: subprocess.CompletedProcess | None = None
+    nocontrol_report: list[dict] | None = None
 
     def show(self, url: str) -> dict:
         if url not in self.shown:
@@ -66,6 +71,17 @@ class LabRun:
             assert p.returncode == 0, f"probe show {url}: {p.stderr.strip()}"
             self.shown[url] = json.loads(p.stdout)
         return self.shown[url]
+
+
+def _report(db: str) -> tuple[list[dict] | None, str | None]:
+    analyze = probe_cli("analyze", "--db", db)
+    if analyze.returncode != 0:
+        return None, f"probe analyze: exit {analyze.returncode}: {analyze.stderr.strip()}"
+    rep = probe_cli("report", "--db", db, "--format", "json")
+    try:
+        return json.loads(rep.stdout), None
+    except ValueError:
+        return None, f"probe report --format json: exit {rep.returncode}: {rep.stderr.strip()}"
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +93,18 @@ def lab_run(tmp_path_factory):
         lab.up()
         timings = {"up": round(time.monotonic() - t0, 2)}
         pids = [p["pid"] for p in lab.procs]
-        db = str(workdir / "probe.db")
+        db, bare = str(workdir / "probe.db"), str(workdir / "nocontrol.db")
         t = time.monotonic()
-        probe = lab.run_probe(db, timeout=300)
+        with ThreadPoolExecutor(2) as pool:
+            with_control = pool.submit(lab.run_probe, db, timeout=300)
+            without = pool.submit(lab.run_probe, bare, control=False, timeout=300)
+            probe, bare_probe = with_control.result(), without.result()
         timings["probe"] = round(time.monotonic() - t, 1)
-        run = LabRun(lab, db, probe, timings, pids)
+        run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe)
         if probe.returncode == 0:
-            run.analyze = probe_cli("analyze", "--db", db)
-            if run.analyze.returncode != 0:
-                run.report_error = f"probe analyze: exit {run.analyze.returncode}: {run.analyze.stderr.strip()}"
-            else:
-                rep = probe_cli("report", "--db", db, "--format", "json")
-                try:
-                    run.report = json.loads(rep.stdout)
-                except ValueError:
-                    run.report_error = f"probe report --format json: exit {rep.returncode}: {rep.stderr.strip()}"
+            run.report, run.report_error = _report(db)
+        if bare_probe.returncode == 0:
+            run.nocontrol_report, _ = _report(bare)
         yield run
     finally:
         lab.down()
@@ -132,6 +145,36 @@ def test_verdict(lab_run, scenario):
         f"{row['verdict']}; evidence: {texts}")
     assert row["blocked"] is scenario.blocked
     assert 0 <= row["confidence"] <= 1
+
+
+# --------------------------------------------------------------------------- without a control
+
+
+def _nocontrol_row(lab_run, scenario) -> dict:
+    assert lab_run.nocontrol_probe.returncode == 0, lab_run.nocontrol_probe.stderr[-2000:]
+    assert lab_run.nocontrol_report is not None, "no report of the run without a control"
+    rows = [r for r in lab_run.nocontrol_report if r["url"] == scenario.url]
+    assert rows, f"{scenario.url} is not in the report of the run without a control"
+    return rows[-1]
+
+
+@pytest.mark.parametrize("scenario", [s for s in S.SCENARIOS if not s.blocked], ids=lambda s: s.name)
+def test_without_a_control_no_trap_is_called_blocked(lab_run, scenario):
+    row = _nocontrol_row(lab_run, scenario)
+    assert row["blocked"] is not True, (scenario.name, row["verdict"], [e["text"] for e in row["evidence"]])
+
+
+@pytest.mark.parametrize("scenario", [s for s in S.SCENARIOS if s.proof_without_control], ids=lambda s: s.name)
+def test_without_a_control_blockpages_and_injection_are_still_blocked(lab_run, scenario):
+    row = _nocontrol_row(lab_run, scenario)
+    assert (row["verdict"], row["blocked"]) == (scenario.expected, True), [e["text"] for e in row["evidence"]]
+
+
+def test_the_run_without_a_control_says_what_it_cannot_tell(lab_run):
+    err = lab_run.nocontrol_probe.stderr
+    assert "no control helper" in err and "can't tell" in err and "probe config set control URL" in err
+    unclear = [r for r in lab_run.nocontrol_report if r["blocked"] is None]
+    assert unclear and f"{len(unclear)} can't tell" in err
 
 
 # --------------------------------------------------------------------------- raw evidence
@@ -446,6 +489,13 @@ def ev_expired_everywhere(m):
     for side in ("local", "control"):
         (t,) = tls(m, side)
         assert t["failure"] == "ssl_invalid_certificate", t
+
+
+def ev_redirect_loop_everywhere(m):
+    for side in ("local", "control"):
+        hops = main_hops(m, side)
+        assert len(hops) == 11 and hops[-1]["status"] == 302, [h["url"] for h in hops]
+        assert hops[-1]["failure"] == "http_too_many_redirects", hops[-1]
 
 
 def ev_dynamic_page(m):

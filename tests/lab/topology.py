@@ -277,8 +277,11 @@ class Lab:
         self._ip_batch("vol", [
             f"addr add {S.VOL_IP}/24 dev {i['vol']}",
             f"link set {i['vol']} up",
-            # the lab network only: no default route, so nothing can be sent elsewhere
+            # the lab network only: no default route, so nothing can be sent elsewhere;
+            # and TEST-NET-1, where the probe sends its sink query when it has no control
+            # helper (the ISP's DPI sees it on the way; the ISP then drops it)
             f"route add {S.LAB_NETWORK} via {S.ISP_VOL_IP}",
+            f"route add {S.TEST_NET} via {S.ISP_VOL_IP}",
         ])
         self._ip_batch("isp", [
             f"addr add {S.ISP_VOL_IP}/24 dev {i['isp_vol']}",
@@ -290,6 +293,7 @@ class Lab:
             f"route add 10.77.2.0/24 via {S.NET_IP}",
             # every other lab address (10.77.4.0/24, ...) vanishes silently: a timeout
             f"route add blackhole {S.LAB_NETWORK}",
+            f"route add blackhole {S.TEST_NET}",
         ])
         net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP] + sorted(
             {x.ip for x in S.all_sites(self.scenarios) if x.ip}, key=lambda a: tuple(map(int, a.split(".")))

@@ -21,12 +21,13 @@ from .dns import (
 from .tcp import BEHAVIOURS as TCP_BEHAVIOURS
 from .tcp import GARBAGE_BYTES, RawTcpServer, unused_port
 from .tls import CERT_KINDS, WRONG_HOST, LabPKI
-from .web import BLOCKPAGE_TEXT, BLOCKPAGE_TITLE, HUGE_SIZE, WebServer, site_app
+from .web import BLOCKPAGE_TEXT, BLOCKPAGE_TITLE, CP1251_TITLE, HUGE_SIZE, WebServer, site_app
 
 __all__ = [
     "Answer",
     "BLOCKPAGE_TEXT",
     "BLOCKPAGE_TITLE",
+    "CP1251_TITLE",
     "Behaviour",
     "CERT_KINDS",
     "Delayed",

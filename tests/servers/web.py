@@ -24,6 +24,7 @@ from .tcp import _require_loopback
 __all__ = [
     "BLOCKPAGE_TEXT",
     "BLOCKPAGE_TITLE",
+    "CP1251_TITLE",
     "DRIP_INTERVAL",
     "DRIP_MAX_SECONDS",
     "HUGE_CHUNK",
@@ -46,6 +47,10 @@ BLOCKPAGE_TEXT = (
 )
 
 BADUTF8_BYTES = b"\xff\xfe\xc3\x28"
+
+# The /cp1251 page's title as written in its HTML, and as a browser shows it.
+CP1251_TITLE_HTML = "Хартыя&#39;97 &mdash; навіны &amp; аналітыка"
+CP1251_TITLE = "Хартыя'97 — навіны & аналітыка"
 
 _FILLER = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
@@ -102,7 +107,11 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
       (throttling / tarpit).
     * ``/slow?delay=S`` – the normal page after S seconds (slow server).
     * ``/badutf8`` – claims UTF-8 but the ``<title>`` has invalid bytes.
+    * ``/cp1251`` – a windows-1251 page that says so only in a ``<meta>`` tag (no
+      charset in Content-Type), with HTML entities in its title, as older
+      Belarusian sites serve them.
     * ``/blockpage`` – the Belarusian Ministry of Information blockpage.
+    * ``/blockpage-cp1251`` – the same blockpage in windows-1251, declared in ``<meta>``.
     * ``/dynamic`` – title and length change on every request (a page whose
       content legitimately varies, e.g. news/ads).
     * ``/status/{code}`` – that status code with a small body.
@@ -182,6 +191,20 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
         await asyncio.sleep(max(0.0, min(delay, 3600.0)))
         return _html(page, headers=site_headers)
 
+    async def cp1251(request: web.Request) -> web.Response:
+        body = (
+            '<!DOCTYPE html>\n<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+            f"<title>{CP1251_TITLE_HTML}</title></head>\n<body><p>Навіны Беларусі</p></body></html>\n"
+        ).encode("cp1251")
+        return web.Response(body=body, headers={"Content-Type": "text/html"})
+
+    async def blockpage_cp1251(request: web.Request) -> web.Response:
+        body = (
+            '<html><head><meta charset="windows-1251"></head><body><div class="exactCenter">'
+            f"{BLOCKPAGE_TEXT}</div></body></html>"
+        ).encode("cp1251")
+        return web.Response(body=body, headers={"Content-Type": "text/html"})
+
     async def badutf8(request: web.Request) -> web.Response:
         body = (
             b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Broken "
@@ -234,6 +257,8 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
     app.router.add_get("/drip", drip)
     app.router.add_get("/slow", slow)
     app.router.add_get("/badutf8", badutf8)
+    app.router.add_get("/cp1251", cp1251)
+    app.router.add_get("/blockpage-cp1251", blockpage_cp1251)
     app.router.add_get("/blockpage", blockpage)
     app.router.add_get("/dynamic", dynamic)
     app.router.add_get("/status/{code}", status)
