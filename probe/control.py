@@ -35,14 +35,7 @@ import aiohttp
 from . import __version__
 from . import failures as F
 from .http import BodyTooLarge, read_whole_body
-from .records import (
-    ControlResult,
-    Stopwatch,
-    dns_query_from_dict,
-    http_from_dict,
-    tcp_from_dict,
-    tls_from_dict,
-)
+from .records import ControlResult, Stopwatch, answer_records
 
 USER_AGENT = f"bynet-probe/{__version__}"
 # A helper's answer carries headers and certificate chains, never bodies: a few
@@ -359,10 +352,7 @@ class ControlClient:
         if not isinstance(data, dict):
             raise _Failed("bad_answer", "answer is not a JSON object")
         try:
-            result.dns = [dns_query_from_dict(d) for d in _records(data, "dns")]
-            result.tcp = [tcp_from_dict(d) for d in _records(data, "tcp")]
-            result.tls = [tls_from_dict(d) for d in _records(data, "tls")]
-            result.http = [http_from_dict(d) for d in _records(data, "http")]
+            result.dns, result.tcp, result.tls, result.http = answer_records(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _Failed("bad_answer", f"malformed records: {_describe(exc)}") from None
         result.raw = data
@@ -440,13 +430,6 @@ class ControlClient:
                                failure=F.CONTROL_UNAVAILABLE, attempts=attempts, reason=failure.reason)
         result.raw = {"error": _one_line(failure.detail), "reason": failure.reason, "attempts": attempts}
         return result
-
-
-def _records(data: dict, key: str) -> list[dict]:
-    items = data.get(key) or []
-    if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
-        raise TypeError(f"{key!r} is not a list of objects")
-    return items
 
 
 def _parse_utc(value: Any) -> datetime | None:

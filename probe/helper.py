@@ -47,14 +47,15 @@ from . import dns as dnsstep
 from . import failures as F
 from .http import fetch_http, new_session
 from .measure import Contexts, ProbeConfig, ports_for, run_connects, run_dns, run_handshakes, split_url
-from .records import HttpRequest, Stopwatch, to_jsonable, utcnow
+from .ooni_th import THRequestError, parse_th_request, th_answer
+from .records import ControlResult, HttpRequest, Stopwatch, answer_records, to_jsonable, utcnow
 
 log = logging.getLogger("probe.helper")
 
 ANSWER_VERSION = 1
 # What this helper answers: our own protocol (POST /v1/measure) and OONI's
 # web_connectivity test-helper request (POST /).
-PROTOCOLS = ("bynet-v1",)
+PROTOCOLS = ("bynet-v1", "ooni-th")
 MAX_URL_LENGTH = 2048
 ALLOWED_KEYS = frozenset({"url", "addresses"})
 SERVER_HEADER = f"bynet-helper/{__version__}"
@@ -166,7 +167,8 @@ class HelperConfig:
 
 
 async def measure_for_control(
-    url: str, addresses: list[str], config: HelperConfig, contexts: Contexts
+    url: str, addresses: list[str], config: HelperConfig, contexts: Contexts,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Measure ``url`` from here and return the JSON answer (a plain dict).
 
@@ -217,6 +219,8 @@ async def measure_for_control(
     # runs alongside TCP/TLS: the request costs the slower of the two, not their sum.
     async def fetch():
         opts = pc.fetch_options()
+        if headers:  # an OONI probe's User-Agent, Accept, Accept-Language (what oohelperd forwards)
+            opts.headers = {**opts.headers, **headers}
         pinned = own if own else given
         if not pinned and not dnsstep.is_ip(hostname):  # as the probe records it
             return [HttpRequest(url, "main", 0, Stopwatch().started_at, 0.0, failure=F.NO_ADDRESSES)]
@@ -519,7 +523,8 @@ async def read_body(request: web.Request, config: HelperConfig) -> bytes:
     return body
 
 
-async def measure_within_limits(request: web.Request, url: str, addresses: list[str]) -> dict[str, Any]:
+async def measure_within_limits(request: web.Request, url: str, addresses: list[str],
+                                headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One measurement under the client's and the helper's limits and the hard timeout."""
     config = request.app[CONFIG_KEY]
     limits = request.app[LIMITS_KEY]
@@ -528,7 +533,7 @@ async def measure_within_limits(request: web.Request, url: str, addresses: list[
     try:
         try:
             async with asyncio.timeout(config.hard_timeout) as deadline:
-                return await measure_for_control(url, addresses, config, request.app[CONTEXTS_KEY])
+                return await measure_for_control(url, addresses, config, request.app[CONTEXTS_KEY], headers)
         except TimeoutError:
             if deadline.expired():
                 raise RequestRefused(
@@ -544,6 +549,29 @@ async def _measure(request: web.Request) -> web.Response:
     body = await read_body(request, config)
     url, addresses = validate_request(body, config)
     return web.json_response(await measure_within_limits(request, url, addresses))
+
+
+async def _ooni_measure(request: web.Request) -> web.Response:
+    """OONI's web_connectivity test-helper request (what OONI Probe posts to its
+    helpers): measured as ours is, answered as oohelperd answers. Non-public endpoints
+    are skipped, as oohelperd skips bogons, rather than refused."""
+    config = request.app[CONFIG_KEY]
+    body = await read_body(request, config)
+    try:
+        url, addresses, headers = parse_th_request(body, config.max_addresses)
+    except THRequestError as exc:
+        raise RequestRefused(400, str(exc)) from None
+    url = _check_url(url, config)
+    addresses = [a for a in (_canonical(x) for x in addresses) if a and config.guard(a)]
+    answer = await measure_within_limits(request, url, addresses, headers)
+    control = ControlResult(control_url="", started_at=answer["measured_at"], duration_ms=0.0)
+    control.dns, control.tcp, control.tls, control.http = answer_records(answer)
+    return web.json_response(th_answer(control, url, answer.get("ip_info")))
+
+
+async def _ooni_hello(request: web.Request) -> web.Response:
+    """oohelperd's health check, for OONI's tools."""
+    return web.json_response({"message": "Hello OONItarian!", "service": SERVER_HEADER})
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -562,5 +590,7 @@ def make_app(config: HelperConfig, *, guard: object | None = None,
         app[GUARD_KEY] = guard
     app.router.add_get("/health", _health)
     app.router.add_post("/v1/measure", _measure)
+    app.router.add_get("/", _ooni_hello)
+    app.router.add_post("/", _ooni_measure)
     app.on_response_prepare.append(_server_header)
     return app

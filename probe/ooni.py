@@ -54,6 +54,15 @@ from yarl import URL
 from . import __version__, store
 from . import failures as F
 from .dns import format_hostport, is_ip, split_hostport
+from .ooni_names import failure_from_ooni, failure_to_ooni
+from .ooni_th import (
+    cert_verdict,
+    endpoint,
+    header,
+    headers_from_ooni,
+    th_records,
+    th_response,
+)
 from .pagetext import extract_title
 from .measure import split_url
 from .records import (
@@ -78,35 +87,8 @@ EXPORT_TEST_VERSION = "0.4.3"
 SOFTWARE_NAME = "bynet-probe"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a measurement whose time OONI did not give
 
-# --- failure strings -------------------------------------------------------------------
+# --- failure strings (the maps are in ooni_names) ---------------------------------------
 
-# OONI strings that several of ours share cannot be mapped back to one of them.
-# http_request_failed is OONI's catch-all for a failed HTTP round trip: broader than
-# our http_protocol_error, so it is not mapped back to it either.
-_AMBIGUOUS = {theirs for theirs in F.OONI_NAMES.values() if list(F.OONI_NAMES.values()).count(theirs) > 1}
-_AMBIGUOUS.add("http_request_failed")
-_FROM_OONI: dict[str, str] = {theirs: ours for ours, theirs in F.OONI_NAMES.items() if theirs not in _AMBIGUOUS}
-_FROM_OONI.update(
-    {
-        # dns_no_answer is shared with no_addresses, a state of our own HTTP step; as a
-        # DNS result it means exactly "NOERROR without an address".
-        "dns_no_answer": F.DNS_NO_ANSWER,
-        # Test helper (oohelperd) legacy names, each exactly one of ours (ooni.md 1.3).
-        "dns_name_error": F.DNS_NXDOMAIN,
-        "connection_refused_error": F.CONNECTION_REFUSED,
-        # Android's getaddrinfo EAI_NODATA, which our own classifier also calls no answer.
-        "android_dns_cache_no_data": F.DNS_NO_ANSWER,
-        # errno names our classifier maps the same way (failures._ERRNO).
-        "timed_out": F.GENERIC_TIMEOUT,
-        "network_down": F.NETWORK_UNREACHABLE,
-        # MK-era: a TCP connect timeout, and a redirect to a URL that cannot be fetched.
-        "tcp_timed_out_error": F.GENERIC_TIMEOUT,
-        "http_invalid_redirect_url": F.HTTP_INVALID_REDIRECT,
-        # Go's http.Client redirect limit as web_connectivity 0.5 reports it.
-        "unknown_failure: stopped after too many redirects": F.HTTP_TOO_MANY_REDIRECTS,
-    }
-)
-_CERT_FAILURES = {F.SSL_INVALID_HOSTNAME, F.SSL_UNKNOWN_AUTHORITY, F.SSL_INVALID_CERTIFICATE}
 _RCODE_OF_FAILURE = {
     None: "NOERROR",
     F.DNS_NO_ANSWER: "NOERROR",
@@ -117,26 +99,6 @@ _RCODE_OF_FAILURE = {
 _FAILURE_OF_RCODE = {"NXDOMAIN": F.DNS_NXDOMAIN, "SERVFAIL": F.DNS_SERVFAIL, "REFUSED": F.DNS_REFUSED}
 _RCODE_DETAIL = F.UNKNOWN_FAILURE + ": rcode "
 _FAILURE_TOKEN = re.compile(r"^[a-z0-9_]+$")
-
-
-def failure_from_ooni(failure: Any) -> str | None:
-    """An OONI failure string as ours: exact equivalents mapped, anything else kept
-    verbatim behind ``unknown_failure:`` (never guessed)."""
-    if failure is None or failure == "":
-        return None
-    text = str(failure)
-    if text in _FROM_OONI:
-        return _FROM_OONI[text]
-    if text.startswith(F.UNKNOWN_FAILURE):  # "unknown_failure: x", or MK's "unknown_failure x"
-        return F.unknown(text[len(F.UNKNOWN_FAILURE):].lstrip(":").strip())
-    return F.unknown(text)
-
-
-def failure_to_ooni(failure: str | None) -> str | None:
-    """Our failure string as OONI's (``unknown_failure: ...`` is the same in both)."""
-    if failure is None:
-        return None
-    return F.OONI_NAMES.get(failure, failure)
 
 
 def _rcode_from_failure(failure: str | None) -> str | None:
@@ -441,13 +403,6 @@ def _tcp_from_ooni(c: dict, ctx: _Ctx) -> TcpConnect:
     return _apply(rec, _read_tags(c))
 
 
-def _endpoint(address: Any, default_port: int) -> tuple[str, int]:
-    if not isinstance(address, str) or not address:
-        return "", default_port
-    host, port = split_hostport(address, default_port)
-    return host, port
-
-
 def _certificates(chain: Any) -> list:
     out = []
     for c in chain if isinstance(chain, list) else []:
@@ -460,23 +415,12 @@ def _certificates(chain: Any) -> list:
     return out
 
 
-def _cert_verdict(success: bool, failure: str | None, verified: bool) -> tuple[bool | None, str | None]:
-    """(cert_valid, cert_failure) as the probe records them: a certificate failure says
-    the chain did not validate; a success says it did (when it was checked); any other
-    failure says nothing about the certificate."""
-    if failure in _CERT_FAILURES:
-        return False, failure
-    if success and verified:
-        return True, None
-    return None, None
-
-
 def _tls_from_ooni(h: dict, ctx: _Ctx) -> TlsHandshake:
-    ip, port = _endpoint(h.get("address"), 443)
+    ip, port = endpoint(h.get("address"), 443)
     started_at, duration_ms = ctx.times(h)
     failure = failure_from_ooni(h.get("failure"))
     success = failure is None
-    cert_valid, cert_failure = _cert_verdict(success, failure, not h.get("no_tls_verify"))
+    cert_valid, cert_failure = cert_verdict(success, failure, not h.get("no_tls_verify"))
     rec = TlsHandshake(
         ip=ip,
         port=port,
@@ -493,33 +437,6 @@ def _tls_from_ooni(h: dict, ctx: _Ctx) -> TlsHandshake:
         peer_certificates=_certificates(h.get("peer_certificates")),
     )
     return _apply(rec, _read_tags(h))
-
-
-def _text(value: Any) -> str:
-    """A header name or value: a string, or OONI's base64 object for non-UTF-8 bytes
-    (decoded as latin-1, as the probe decodes raw headers)."""
-    if isinstance(value, dict) and value.get("format") == "base64":
-        try:
-            return base64.b64decode(str(value.get("data") or "")).decode("latin-1")
-        except (binascii.Error, ValueError):
-            return ""
-    return "" if value is None else str(value)
-
-
-def _headers_from_ooni(response: dict) -> list[list[str]]:
-    pairs = response.get("headers_list")
-    if isinstance(pairs, list):
-        return [[_text(p[0]), _text(p[1])] for p in pairs if isinstance(p, list) and len(p) == 2]
-    headers = response.get("headers")
-    out: list[list[str]] = []
-    for name, value in (headers.items() if isinstance(headers, dict) else []):
-        for v in value if isinstance(value, list) else [value]:
-            out.append([str(name), _text(v)])
-    return out
-
-
-def _header(headers: list[list[str]], name: str) -> str | None:
-    return next((v for k, v in headers if k.lower() == name), None)
 
 
 def _body_from_ooni(body: Any) -> bytes | None:
@@ -541,7 +458,7 @@ def _http_from_ooni(r: dict, ctx: _Ctx, hop: int, kind: str = "main") -> HttpReq
     started_at, duration_ms = ctx.times(r)
     code = response.get("code")
     status = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
-    headers = _headers_from_ooni(response)
+    headers = headers_from_ooni(response)
     body = _body_from_ooni(response.get("body"))
     if status is None and not body:
         body = None  # no response: OONI still writes an empty body
@@ -556,7 +473,7 @@ def _http_from_ooni(r: dict, ctx: _Ctx, hop: int, kind: str = "main") -> HttpReq
         failure=failure_from_ooni(r.get("failure")),
         status=status,
         headers=headers,
-        location=_header(headers, "location"),
+        location=header(headers, "location"),
         body_truncated=bool(response.get("body_is_truncated")),
     )
     line = response.get("response_line")  # MK-era: "HTTP/1.1 307 Temporary Redirect"
@@ -568,7 +485,7 @@ def _http_from_ooni(r: dict, ctx: _Ctx, hop: int, kind: str = "main") -> HttpReq
         rec.body_head = body[:BODY_KEEP] or None
         rec.body_length = len(body)
         rec.body_sha256 = hashlib.sha256(body).hexdigest()
-        rec.title = extract_title(body[:BODY_KEEP], _header(headers, "content-type"))
+        rec.title = extract_title(body[:BODY_KEEP], header(headers, "content-type"))
     length = response.get("body_length")
     if isinstance(length, int) and not isinstance(length, bool):
         rec.body_length = length
@@ -596,66 +513,6 @@ def _http_list_from_ooni(requests: Any, ctx: _Ctx, side: str) -> list[HttpReques
 # --- the control: OONI's THResponse ----------------------------------------------------------
 
 
-def _th_records(
-    control: dict, ctx: _Ctx, started_at: str
-) -> tuple[list[DnsQuery], list[TcpConnect], list[TlsHandshake], list[HttpRequest]]:
-    """The test helper's answer as records. It carries no timings: every record starts
-    when the control did and lasts 0 ms."""
-    dns: list[DnsQuery] = []
-    d = control.get("dns")
-    if isinstance(d, dict) and not is_ip(ctx.hostname):  # the TH skips DNS for IP literals
-        answers = []
-        for a in d.get("addrs") or []:
-            a = str(a)
-            if is_ip(a):
-                answers.append(DnsAnswer("AAAA" if ":" in a else "A", a))
-            else:
-                answers.append(DnsAnswer("CNAME", a.rstrip(".")))
-        failure = failure_from_ooni(d.get("failure"))
-        if failure is None and not any(a.answer_type in ("A", "AAAA") for a in answers):
-            failure = F.DNS_NO_ANSWER  # the TH reports "no answer" as null with no addrs
-        q = DnsQuery("system", None, ctx.hostname, "ANY", started_at, 0.0, failure, answers=answers)
-        q.query_id = ctx.id("control", "dns", 0)
-        dns.append(q)
-    tcp = []
-    for key, v in (control.get("tcp_connect") or {}).items():
-        v = v if isinstance(v, dict) else {}
-        ip, port = _endpoint(key, 0)
-        tcp.append(TcpConnect(ip, port, started_at, 0.0, bool(v.get("status")), failure_from_ooni(v.get("failure"))))
-    tls = []
-    for key, v in (control.get("tls_handshake") or {}).items():
-        v = v if isinstance(v, dict) else {}
-        ip, port = _endpoint(key, 443)
-        failure = failure_from_ooni(v.get("failure"))
-        success = bool(v.get("status")) and failure is None
-        cert_valid, cert_failure = _cert_verdict(success, failure, True)
-        tls.append(
-            TlsHandshake(ip, port, str(v.get("server_name") or ctx.hostname), started_at, 0.0, success, failure,
-                         cert_valid=cert_valid, cert_failure=cert_failure)
-        )
-    http = []
-    h = control.get("http_request")
-    if isinstance(h, dict):
-        headers = _headers_from_ooni({"headers": h.get("headers")})
-        code, length = h.get("status_code"), h.get("body_length")
-        rec = HttpRequest(
-            url=ctx.url,
-            kind="main",
-            hop=0,
-            started_at=started_at,
-            duration_ms=0.0,
-            failure=failure_from_ooni(h.get("failure")),
-            status=code if isinstance(code, int) and code > 0 else None,
-            headers=headers,
-            location=_header(headers, "location"),
-            body_length=length if isinstance(length, int) and length >= 0 else None,
-            title=" ".join(str(h.get("title") or "").split()) or None,  # as extract_title gives it
-        )
-        rec.request_id = ctx.id("control", "http", 0)
-        http.append(rec)
-    return dns, tcp, tls, http
-
-
 def _control_from_ooni(tk: dict, ctx: _Ctx, control_url: str, started_at: str, duration_ms: float) -> ControlResult | None:
     failure = tk.get("control_failure")
     control = tk.get("control")
@@ -664,7 +521,7 @@ def _control_from_ooni(tk: dict, ctx: _Ctx, control_url: str, started_at: str, d
     if not isinstance(control, dict) or not control:
         return None
     c = ControlResult(control_url, started_at, duration_ms, raw=control)
-    c.dns, c.tcp, c.tls, c.http = _th_records(control, ctx, started_at)
+    c.dns, c.tcp, c.tls, c.http = th_records(control, ctx, started_at)
     return c
 
 
@@ -1010,47 +867,6 @@ def _requests_to_ooni(http: list[HttpRequest], ctx: _Ctx) -> list[dict]:
     return entries
 
 
-def _th_response(c: ControlResult) -> dict:
-    """Our control's records in the shape of OONI's THResponse (ooni.md 1.3)."""
-    queries = [q for q in c.dns if q.engine == "system"] or c.dns
-    addrs: list[str] = []
-    for q in queries:
-        addrs += [ip for ip in q.addresses() if ip not in addrs]
-    dns_failure = None
-    if not addrs and queries:
-        dns_failure = failure_to_ooni(next((q.failure for q in queries if q.failure), F.DNS_NO_ANSWER))
-    out: dict[str, Any] = {
-        "tcp_connect": {
-            format_hostport(t.ip, t.port): {"status": t.success, "failure": failure_to_ooni(t.failure)} for t in c.tcp
-        },
-        "tls_handshake": {
-            format_hostport(t.ip, t.port): {
-                "server_name": t.server_name,
-                "status": t.success,
-                "failure": failure_to_ooni(t.failure),
-            }
-            for t in c.tls
-            if t.sni_role == "target"
-        },
-        "quic_handshake": {},
-        "http_request": None,
-        "http3_request": None,
-        "dns": {"failure": dns_failure, "addrs": addrs},
-    }
-    main = sorted((h for h in c.http if h.kind == "main"), key=lambda h: h.hop)
-    if main:
-        last = main[-1]  # the TH describes the final response after redirects
-        out["http_request"] = {
-            "body_length": last.body_length if last.body_length is not None else -1,
-            "discovered_h3_endpoint": "",
-            "failure": failure_to_ooni(last.failure),
-            "title": last.title or "",
-            "headers": {k: v for k, v in reversed(last.headers)},
-            "status_code": last.status if last.status is not None else -1,
-        }
-    return out
-
-
 def _records_without_ids(*groups: list) -> Any:
     def strip(x: Any) -> Any:
         if isinstance(x, dict):
@@ -1078,12 +894,12 @@ def _control_to_ooni(c: ControlResult | None, ctx: _Ctx) -> tuple[dict | None, s
         return None, theirs
     if isinstance(c.raw, dict) and (isinstance(c.raw.get("dns"), dict) or isinstance(c.raw.get("tcp_connect"), dict)):
         try:
-            again = _th_records(c.raw, ctx, c.started_at)
+            again = th_records(c.raw, ctx, c.started_at)
         except (AttributeError, TypeError, ValueError):
             again = None
         if again is not None and _records_without_ids(*again) == _records_without_ids(c.dns, c.tcp, c.tls, c.http):
             return c.raw, None
-    return _th_response(c), None
+    return th_response(c), None
 
 
 def _second(dt: datetime) -> datetime:

@@ -230,3 +230,17 @@ def http_from_dict(d: dict[str, Any]) -> HttpRequest:
     h = _build(HttpRequest, d)
     h.headers = [list(p) for p in d.get("headers") or []]
     return h
+
+
+def answer_records(data: dict[str, Any]) -> tuple[list[DnsQuery], list[TcpConnect], list[TlsHandshake], list[HttpRequest]]:
+    """The records of a control helper's answer (its JSON: lists under dns, tcp, tls,
+    http). Raises TypeError/KeyError/ValueError for an answer that is not one."""
+
+    def items(key: str) -> list[dict[str, Any]]:
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+            raise TypeError(f"{key!r} is not a list of objects")
+        return value
+
+    return ([dns_query_from_dict(d) for d in items("dns")], [tcp_from_dict(d) for d in items("tcp")],
+            [tls_from_dict(d) for d in items("tls")], [http_from_dict(d) for d in items("http")])
