@@ -60,6 +60,8 @@ def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintD
         [run["run_id"]],
     ).fetchone()
     return Context(
+        broken_families=_broken_families(db, run["run_id"]),
+        link_bytes_per_s=config.get("link_bytes_per_s") or _link_speed_of_run(db, run["run_id"]),
         cc=run.get("cc"),
         asn=run.get("asn"),
         lab_networks=tuple(nets),
@@ -67,6 +69,45 @@ def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintD
         run_dns_failure_rate=(failed or 0) / total if total else None,
         run_size=total or 0,
     )
+
+
+# A family is the vantage point's problem, not a censor's, when it fails for at least
+# this share of the run's dual-stack sites (and for at least BROKEN_FAMILY_MIN of them).
+BROKEN_FAMILY_SHARE = 0.8
+BROKEN_FAMILY_MIN = 3
+
+
+def _broken_families(db: sqlite_utils.Database, run_id: str) -> frozenset[int]:
+    rows = list(db.query(
+        """select sum(instr(c.ip, ':') = 0) as v4, sum(instr(c.ip, ':') = 0 and c.success) as v4ok,
+                  sum(instr(c.ip, ':') > 0) as v6, sum(instr(c.ip, ':') > 0 and c.success) as v6ok
+           from measurements m join tcp_connects c
+             on c.measurement_id = m.measurement_id and c.side = 'local' and c.port = m.port
+           where m.run_id = ? group by m.measurement_id""", [run_id]))
+    dual = [r for r in rows if r["v4"] and r["v6"]]
+    out = set()
+    for fam, tried, ok, other in ((4, "v4", "v4ok", "v6ok"), (6, "v6", "v6ok", "v4ok")):
+        failing = sum(1 for r in dual if not r[ok] and r[other])
+        if failing >= BROKEN_FAMILY_MIN and failing >= BROKEN_FAMILY_SHARE * len(dual):
+            out.add(fam)
+    return frozenset(out)
+
+
+# Pages at least this large say something about the link's speed, not only its latency.
+LINK_SAMPLE_MIN_BYTES = 64 * 1024
+
+
+def _link_speed_of_run(db: sqlite_utils.Database, run_id: str) -> float | None:
+    """The median download speed of the run's large pages (bytes/s): what the link
+    carries when no helper measured it. A throttled site is one among many."""
+    speeds = sorted(
+        r["body_length"] / (r["duration_ms"] / 1000)
+        for r in db.query(
+            """select h.body_length, h.duration_ms from http_requests h join measurements m using (measurement_id)
+               where m.run_id = ? and h.side = 'local' and h.kind = 'main' and h.status is not null
+               and h.body_length >= ? and h.duration_ms > 0""", [run_id, LINK_SAMPLE_MIN_BYTES])
+    )
+    return speeds[len(speeds) // 2] if speeds else None
 
 
 def analyze_db(

@@ -60,7 +60,7 @@ def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
             ]
             blocked = None if f.needs_control and not v.has_control else True
             return Verdict(f.verdict, blocked, round(f.blocked * factor, 3), name, f.rule_id,
-                           [*f.evidence, *also, *no_control], layers)
+                           [*f.evidence, *also, *no_control], layers, tags=list(f.tags))
 
     for name in LAYERS:
         f = layers[name]
@@ -80,4 +80,5 @@ def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
         return Verdict("error", False, 0.5, None, "nothing_learned", evidence, layers)
     best = oks[-1]  # the furthest layer that worked: usually the page itself
     evidence = [e for f in oks for e in f.evidence[:1]]
-    return Verdict("ok", False, round(best.ok * factor, 3), best.layer, best.rule_id, [*evidence, *no_control], layers)
+    return Verdict("ok", False, round(best.ok * factor, 3), best.layer, best.rule_id, [*evidence, *no_control], layers,
+                   tags=[t for f in oks for t in f.tags])

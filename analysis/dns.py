@@ -20,7 +20,43 @@ def _finding(rule: str, blocked: float, down: float, ok: float, verdict: str | N
     return LayerFinding("dns", blocked, down, ok, rule, verdict, list(evidence))
 
 
+def family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _genuine(v: View, ip: str) -> bool:
+    """What vouches for one local answer: the control's answers, a valid certificate
+    from it (here or at the control)."""
+    return (ip in v.reference_answers or ip in v.tls_valid_ips
+            or bool(v.control_ip_info.get(ip, {}).get("valid_for_domain")))
+
+
+def _one_family_lies(v: View) -> tuple[int, list[str], list[str]] | None:
+    """(family, its local answers, the control's) when one record type is a lie while
+    the other is genuine: nothing vouches for any of that family's answers, not even
+    a shared network."""
+    for fam in (4, 6):
+        mine = [ip for ip in v.local_answers if family(ip) == fam]
+        ref = sorted(ip for ip in v.reference_answers if family(ip) == fam)
+        if not mine or not ref or any(_genuine(v, ip) for ip in mine):
+            continue
+        asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in mine} - {None, 0}
+        ref_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in ref} - {None, 0}
+        if asns & ref_asns:
+            continue
+        return fam, mine, ref
+    return None
+
+
 def classify_dns(v: View) -> LayerFinding:
+    f = _classify_dns(v)
+    if v.system_resolver_gave_up:
+        f.evidence.append(Evidence("this computer's resolver timed out, but a direct query to the same resolver "
+                                   "was answered: a slow or lossy link, judged on that answer"))
+    return f
+
+
+def _classify_dns(v: View) -> LayerFinding:
     m = v.m
     if v.ip_literal:
         return _finding("ip_literal", 0, 0, 0, None, Evidence("the URL has an IP address: no DNS involved"))
@@ -97,12 +133,28 @@ def classify_dns(v: View) -> LayerFinding:
             return needs_control(_finding("bogon_no_reference", 0.95, 0.05, 0, "dns.bogon", ev,
                                           Evidence("no control or DNS-over-HTTPS answer to compare it with")))
         who = "the control" if v.control_answers else "DNS-over-HTTPS"
-        return _finding("bogon_not_in_ctrl", 0.95, 0.05, 0, "dns.bogon", ev,
-                        Evidence(f"{who} resolves {', '.join(sorted(v.reference_answers)[:4])}"))
+        f = _finding("bogon_not_in_ctrl", 0.95, 0.05, 0, "dns.bogon", ev,
+                     Evidence(f"{who} resolves {', '.join(sorted(v.reference_answers)[:4])}"))
+        fams = {family(ip) for ip in bogons}
+        genuine = [ip for ip in v.local_answers if family(ip) not in fams and _genuine(v, ip)]
+        if len(fams) == 1 and genuine:
+            f.tags = [f"partial:ipv{fams.pop()}"]
+            f.evidence.append(Evidence(f"the other record type is genuine ({genuine[0]})"))
+        return f
 
     # 5. Consistency with what the name really resolves to.
     shared = sorted(set(v.local_answers) & v.reference_answers)
     if shared:
+        lie = _one_family_lies(v)
+        if lie is not None:
+            fam, ips, ref = lie
+            f = _finding("one_record_type_inconsistent", 0.7, 0, 0.3, "dns.inconsistent",
+                         Evidence(f"the local {'A' if fam == 4 else 'AAAA'} answer {', '.join(ips[:4])} shares nothing "
+                                  f"with the control's {', '.join(ref[:4])} and nothing vouches for it (no valid "
+                                  f"certificate, no shared network), while the other record type matches ({shared[0]})",
+                                  {"family": f"ipv{fam}", "local": ips, "control": ref}))
+            f.tags = [f"partial:ipv{fam}"]
+            return f
         return _finding("answer_matches_ctrl", 0, 0, 0.9, None,
                         Evidence(f"the control gets the same address {shared[0]}"))
     if v.control_dns_failed:

@@ -169,6 +169,44 @@ def _step_verdict(steps: HopSteps) -> tuple[str, float, str, list[Evidence]] | N
     return None
 
 
+# A page arriving at no less than this share of the link's own speed is limited by the
+# link; far slower than the link (and than the control) is one site held back: throttling.
+SLOW_LINK_SHARE = 0.3
+
+
+def _slow_link(v: View, final: HttpRequest) -> LayerFinding | None:
+    """A page still arriving when its deadline came, at about the link's own speed, and
+    too large for this link to carry in time: the link is slow, the site is not blocked
+    ("slow", not http.timeout). Throttling of one site (it arrives far slower than the
+    link carries) still counts as blocking."""
+    link = v.ctx.link_bytes_per_s
+    seconds = (final.duration_ms or 0) / 1000
+    if not link or seconds <= 0:
+        return None
+    got = final.body_length or 0
+    rate = got / seconds
+    ctrl = v.control_final
+    size = ctrl.body_length if v.control_http_ok and ctrl and ctrl.body_length else None
+    if size is not None and size / link <= seconds:
+        return None  # this link could have carried the whole page in time
+    if rate < SLOW_LINK_SHARE * link:
+        return None  # far slower than the link: held back on the way
+    ev = Evidence(f"the page was still arriving when its {seconds:.0f} s deadline came: {got} bytes at "
+                  f"{rate / 1000:.1f} kB/s, about this link's own speed ({link / 1000:.1f} kB/s)"
+                  + (f", too slow for its {size} bytes" if size else ""),
+                  {"received": got, "seconds": round(seconds, 3), "rate": round(rate, 1), "link_rate": round(link, 1),
+                   "size": size})
+    same = title_match(final.title, ctrl.title) if ctrl is not None else None
+    if same:
+        f = _f("slow_link_same_page", 0, 0, 0.6, None, ev,
+               Evidence(f"and it is the control's page ({final.title!r}): the link is slow, the site is not blocked"))
+    else:
+        f = _f("slow_link", 0, 0, 0.4, None, ev,
+               Evidence("the link is slow: too little arrived to compare the page with the control's"))
+    f.tags = ["slow"]
+    return f
+
+
 def hop_failure(v: View, final: HttpRequest, failure: str) -> tuple[str, float, str, list[Evidence]]:
     """(verdict, blocked score, rule id, evidence) for a fetch whose last hop failed
     while the control's succeeded: judged on that hop's own DNS/TCP/TLS when they were
@@ -249,6 +287,10 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
                    Evidence("this is not a network failure the probe knows: it could not measure the page"))
             f.error = True
             return f
+        if failure == F.GENERIC_TIMEOUT and final.status is not None and final.body_length:
+            slow = _slow_link(v, final)
+            if slow is not None:
+                return slow
         verdict, score, rule, why = hop_failure(v, final, failure)
         ev = [local, *why]
         if v.control_http_ok:

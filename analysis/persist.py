@@ -33,6 +33,7 @@ def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
         "rule_id": v.rule_id,
         "evidence": json.dumps([asdict(e) for e in v.evidence], ensure_ascii=False, default=str),
         "layers": json.dumps({k: asdict(f) for k, f in v.layers.items()}, ensure_ascii=False, default=str),
+        "tags": json.dumps(v.tags) if v.tags else None,
         "analyzed_at": utcnow(),
     }
 
@@ -58,7 +59,7 @@ def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None
     sql = """
         select m.measurement_id, m.url, m.hostname as domain, m.category, m.started_at as measured_at,
                r.run_id, r.cc, r.asn, r.network_name,
-               v.verdict, v.blocked, v.confidence, v.layer, v.rule_id, v.evidence, v.classifier_version
+               v.verdict, v.blocked, v.confidence, v.layer, v.rule_id, v.evidence, v.classifier_version, v.tags
         from verdicts v
         join measurements m using (measurement_id)
         join runs r on r.run_id = m.run_id
@@ -68,4 +69,5 @@ def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None
     for row in db.query(sql, [classifier_version]):
         row["blocked"] = None if row["blocked"] is None else bool(row["blocked"])
         row["evidence"] = json.loads(row["evidence"] or "[]")
+        row["tags"] = json.loads(row["tags"] or "[]")
         yield row

@@ -35,7 +35,7 @@ import sqlite_utils
 from probe.records import utcnow
 
 from .persist import report_rows
-from .verdicts import CANT_TELL, LAYERS, VERDICTS
+from .verdicts import CANT_TELL, LAYERS, VERDICTS, tag_label
 
 Row = dict[str, Any]
 
@@ -159,8 +159,10 @@ def cant_tell(row: Row) -> bool:
 
 def shown_verdict(row: Row) -> str:
     """The verdict as tables show it: a failure that could not be told from an outage
-    keeps its likely verdict, marked."""
-    return f"{row['verdict']} ({CANT_TELL})" if cant_tell(row) else row["verdict"]
+    keeps its likely verdict, marked; qualifiers (IPv4 only, slow link) follow."""
+    marks = [CANT_TELL] if cant_tell(row) else []
+    marks += [tag_label(t) for t in row.get("tags") or []]
+    return f"{row['verdict']} ({', '.join(marks)})" if marks else row["verdict"]
 
 
 def verdict_family(verdict: str | None) -> str:
@@ -221,6 +223,7 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "network_name": latest.get("network_name"),
                 "verdict": latest["verdict"],
                 "blocked": latest["blocked"],
+                "tags": list(latest.get("tags") or []),
                 "confidence": latest.get("confidence"),
                 "layer": latest.get("layer"),
                 "rule_id": latest.get("rule_id"),
@@ -444,7 +447,7 @@ def terminal_style(verdict: str, blocked: bool | None = False) -> str:
 
 EXPORT_FIELDS = (
     "measurement_id", "url", "domain", "category", "cc", "asn", "network_name", "measured_at",
-    "verdict", "blocked", "confidence", "layer", "rule_id", "evidence", "classifier_version",
+    "verdict", "blocked", "confidence", "tags", "layer", "rule_id", "evidence", "classifier_version",
     "run_id", "db",
 )
 
@@ -452,6 +455,7 @@ EXPORT_FIELDS = (
 def _export_row(r: Row) -> Row:
     out = {k: r.get(k) for k in EXPORT_FIELDS}
     out["blocked"] = r.get("blocked")  # true, false, or null: "can't tell"
+    out["tags"] = list(r.get("tags") or [])
     out["evidence"] = [
         {"text": e.get("text"), "fields": e.get("fields") or {}} if isinstance(e, dict) else {"text": str(e), "fields": {}}
         for e in (r.get("evidence") or [])
@@ -473,6 +477,7 @@ def render_csv(rows: Iterable[Row]) -> str:
     for r in rows:
         out = _export_row(r)
         out["blocked"] = blocked_word(out["blocked"])
+        out["tags"] = " ".join(out["tags"] or [])
         out["evidence"] = " | ".join(evidence_lines(out["evidence"]))
         writer.writerow(out)
     return buf.getvalue()
@@ -573,7 +578,8 @@ SITE_COLUMNS = ("site", "network", "verdict", "blocked", "confidence", "agree", 
 
 
 def _site_cells(s: Row) -> list[Any]:
-    return [s["url"], s["network"], s["verdict"], blocked_word(s["blocked"]), _conf(s["confidence"]),
+    verdict = s["verdict"] + (f" ({', '.join(tag_label(t) for t in s['tags'])})" if s.get("tags") else "")
+    return [s["url"], s["network"], verdict, blocked_word(s["blocked"]), _conf(s["confidence"]),
             f"{s['agree']}/{s['total']}", short_time(s["first_seen"]), short_time(s["last_seen"]),
             short_time(s["first_measured"]), short_time(s["last_measured"]), ", ".join(s["verdicts_seen"]),
             "; ".join(evidence_lines(s["evidence"]))]
@@ -828,7 +834,8 @@ def render_html(report: Report) -> str:
     site_rows = []
     for s in report.sites:
         cells = [_e(c) for c in _site_cells(s)]
-        cells[2] = _badge(s["verdict"], s["blocked"])
+        cells[2] = _badge(s["verdict"], s["blocked"]) + "".join(
+            f' <span class="note">({_e(tag_label(t))})</span>' for t in s.get("tags") or [])
         cells[10] = ", ".join(_badge(v) for v in s["verdicts_seen"])
         cells[11] = _evidence_html(s["evidence"])
         site_rows.append(cells)

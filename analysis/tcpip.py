@@ -53,6 +53,45 @@ def _payload_reset_everywhere(v: View, reachable: list[str]) -> list[str]:
     return out
 
 
+def family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _one_family_blocked(v: View, conns: list) -> LayerFinding | None:
+    """Every address of one family fails while the other family connects: partial
+    blocking (a censor that filters IPv4 only, say), never a clean ok. Not judged where
+    this computer itself cannot use the family (no IPv6 route) or where the whole run
+    shows the family broken at this vantage point."""
+    for fam in (4, 6):
+        mine = [c for c in conns if family(c.ip) == fam]
+        other_ok = [c for c in conns if family(c.ip) != fam and c.success]
+        if not mine or not other_ok or any(c.success for c in mine):
+            continue
+        failures = sorted({c.failure or F.UNKNOWN_FAILURE for c in mine})
+        if all(f in IPV6_BROKEN for f in failures) or v.ctx.family_broken(fam):
+            continue
+        main = most_telling(failures)
+        verdict = VERDICT_FOR.get(main, "tcp.timeout")
+        ips = sorted({c.ip for c in mine})
+        ev = Evidence(f"every IPv{fam} connect to port {v.m.port} failed ({', '.join(failures)}) on {', '.join(ips[:4])}, "
+                      f"while IPv{10 - fam} works ({other_ok[0].ip})",
+                      {"family": f"ipv{fam}", "failures": failures, "addresses": ips, "working": other_ok[0].ip})
+        ctrl_fam = [c for c in (v.m.control.tcp if v.has_control else []) if family(c.ip) == fam and c.port == v.m.port]
+        tag = [f"partial:ipv{fam}"]
+        if any(c.success for c in ctrl_fam):
+            score = 0.75 if main == F.GENERIC_TIMEOUT else 0.85
+            f = _f("one_family_blocked", score, 1 - score, 0, verdict, ev,
+                   Evidence(f"the control connects over IPv{fam}"))
+        elif v.has_control and ctrl_fam:
+            continue  # the site's IPv{fam} fails for everyone: not ours to judge
+        else:
+            f = needs_control(_f("one_family_failing_no_ctrl", 0.5, 0.5, 0, verdict, ev,
+                                 Evidence(f"no control connect over IPv{fam} to compare with")))
+        f.tags = tag
+        return f
+    return None
+
+
 def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
     m = v.m
     conns = v.target_tcp(m.port)
@@ -77,6 +116,9 @@ def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
             if v.has_control:
                 return _f("established_then_reset_ctrl_failing", 0.25, 0.75, 0, None, ev)
             return needs_control(_f("established_then_reset_no_ctrl", 0.6, 0.4, 0, "tcp.reset", ev))
+        partial = _one_family_blocked(v, conns)
+        if partial is not None:
+            return partial
         failed = [c for c in conns if not c.success]
         extra = [Evidence(f"{len(failed)} of {len(conns)} addresses could not be reached", {"failed": [c.ip for c in failed]})] if failed else []
         return _f("connect_ok", 0, 0, 1.0, None, Evidence(f"TCP connect to {ok[0].ip}:{m.port} succeeded"), *extra)

@@ -40,6 +40,21 @@ VERDICTS: dict[str, tuple[bool, str]] = {
 
 LAYERS = ("dns", "tcp", "tls", "http")
 
+# Qualifiers of a verdict, what they mean, and how tables show them.
+TAGS: dict[str, tuple[str, str]] = {
+    "partial:ipv4": ("IPv4 only", "only the IPv4 addresses (or the A answer) are blocked; IPv6 works"),
+    "partial:ipv6": ("IPv6 only", "only the IPv6 addresses (or the AAAA answer) are blocked; IPv4 works"),
+    "slow": ("slow link", "the page was still arriving at the link's own speed when the deadline came: the link "
+                          "is slow, not the site blocked"),
+    "network_changed": ("network changed", "this computer's network (route, address or resolver) changed during "
+                                           "the measurement: it mixes two networks"),
+    "clock_skew": ("clock off", "this computer's clock was off: certificates were judged at the control's time"),
+}
+
+
+def tag_label(tag: str) -> str:
+    return TAGS.get(tag, (tag, ""))[0]
+
 
 @dataclass
 class Evidence:
@@ -68,6 +83,9 @@ class LayerFinding:
     # (refused, timed out, bad certificate, no such name), and there was no control to
     # rule that out: reported with blocked = None ("can't tell"), the likely verdict named
     needs_control: bool = False
+    # qualifiers a verdict carries (TAGS): "partial:ipv4" (only one address family or
+    # record type is blocked), "slow" (the link, not the site, is slow), ...
+    tags: list[str] = field(default_factory=list)
 
 
 def needs_control(f: LayerFinding) -> LayerFinding:
@@ -88,6 +106,7 @@ class Verdict:
     evidence: list[Evidence] = field(default_factory=list)
     layers: dict[str, LayerFinding] = field(default_factory=dict)
     classifier_version: str = CLASSIFIER_VERSION
+    tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -10,6 +10,7 @@ from functools import cached_property
 from yarl import URL
 
 from probe import failures as F
+from probe.dns import system_resolver_gave_up
 from probe.records import DnsQuery, HttpRequest, Measurement, TlsHandshake
 
 from .fingerprints import FingerprintDB, Match, default_fingerprints
@@ -33,6 +34,15 @@ class Context:
     # a run where (nearly) every name fails says "no network", not "this site is blocked"
     run_dns_failure_rate: float | None = None
     run_size: int = 0
+    # address families (4, 6) that fail at this vantage point for (nearly) every
+    # dual-stack site of the run while the other works: the volunteer's own network
+    broken_families: frozenset[int] = frozenset()
+    # the link's download speed (bytes/s): measured against the control helper at the
+    # start of the run, else the median of the run's large pages; None when unknown
+    link_bytes_per_s: float | None = None
+
+    def family_broken(self, fam: int) -> bool:
+        return fam in self.broken_families
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -130,8 +140,16 @@ class View:
         return [q for q in self.m.dns if q.engine == engine and norm_host(q.hostname) == key]
 
     @cached_property
+    def system_resolver_gave_up(self) -> bool:
+        """getaddrinfo timed out while direct queries to the same resolvers were answered
+        (a slow or lossy link): those answers stand in for it."""
+        return system_resolver_gave_up(self._queries("system") + self._queries("udp"))
+
+    @cached_property
     def browser_queries(self) -> list[DnsQuery]:
         """What the browser's view rests on: getaddrinfo, else the direct UDP queries."""
+        if self.system_resolver_gave_up:
+            return self._queries("udp")
         return self._queries("system") or self._queries("udp")
 
     @cached_property

@@ -335,6 +335,46 @@ class ControlClient:
         self.use_grant(grant)
         return self.info
 
+    async def link_speed(self, budget: float = 4.0) -> float | None:
+        """This computer's download speed (bytes/s) from the helper: what a page from the
+        open internet can arrive at. Downloads grow (64 KiB, then 512 KiB and 2 MiB while
+        they come fast) and each is read whole, so that a slow link is not left full of
+        our own bytes when the measurements start (its DNS answers would queue behind
+        them). Counted from the first byte: the round trip is not slowness. None when
+        the helper does not offer it (OONI's, an older one) or it failed."""
+        if self.protocol != "bynet":
+            return None
+        session = self._ensure_session()
+        deadline = time.monotonic() + budget
+        speed = None
+        for size in (64 * 1024, 512 * 1024, 2 * 1024 * 1024):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            received, first, last = 0, None, None
+            try:
+                async with asyncio.timeout(left):
+                    async with session.get(f"{self.base_url}/v1/bytes", params={"n": str(size)},
+                                           allow_redirects=False) as resp:
+                        if resp.status != 200:
+                            return speed
+                        async for chunk in resp.content.iter_chunked(16384):
+                            last = time.monotonic()
+                            if first is None:
+                                first = last
+                            else:
+                                received += len(chunk)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+            except (aiohttp.ClientError, OSError):
+                return speed
+            if first is None or last is None or received < 16384:
+                break  # too little to tell a speed from a round trip
+            speed = received / max(last - first, 0.01)
+            if last - first > 0.5:
+                break  # enough to know: a larger download would only fill a slow link
+        return speed
+
     # --- a measurement ---------------------------------------------------------------
 
     async def _ask(self, url: str, addresses: list[str], timeout: float) -> ControlResult:

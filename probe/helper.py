@@ -569,6 +569,39 @@ async def _ooni_measure(request: web.Request) -> web.Response:
     return web.json_response(th_answer(control, url, answer.get("ip_info")))
 
 
+CALIBRATION_MAX = 2 * 1024 * 1024
+_CALIBRATION_CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+
+async def _bytes(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/bytes?n=N``: N bytes (at most 2 MiB), for a probe to measure its own
+    link's speed against the same path its control answers take. Counted like a
+    measurement (per-client rate and concurrency)."""
+    try:
+        n = int(request.query.get("n", "262144"))
+    except ValueError:
+        raise RequestRefused(400, "n must be a number of bytes") from None
+    if not 0 < n <= CALIBRATION_MAX:
+        raise RequestRefused(400, f"n must be between 1 and {CALIBRATION_MAX}")
+    limits = request.app[LIMITS_KEY]
+    key = client_key(request.remote)
+    limits.acquire(key)
+    try:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+        resp.content_length = n
+        await resp.prepare(request)
+        left = n
+        async with asyncio.timeout(request.app[CONFIG_KEY].hard_timeout):
+            while left > 0:
+                chunk = _CALIBRATION_CHUNK[:left]
+                await resp.write(chunk)
+                left -= len(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        limits.release(key)
+
+
 async def _ooni_hello(request: web.Request) -> web.Response:
     """oohelperd's health check, for OONI's tools."""
     return web.json_response({"message": "Hello OONItarian!", "service": SERVER_HEADER})
@@ -590,6 +623,7 @@ def make_app(config: HelperConfig, *, guard: object | None = None,
         app[GUARD_KEY] = guard
     app.router.add_get("/health", _health)
     app.router.add_post("/v1/measure", _measure)
+    app.router.add_get("/v1/bytes", _bytes)
     app.router.add_get("/", _ooni_hello)
     app.router.add_post("/", _ooni_measure)
     app.on_response_prepare.append(_server_header)

@@ -65,6 +65,9 @@ class ProbeConfig:
     # local clock minus the control helper's, when it is off by more than a few
     # minutes: certificates are then judged at the helper's time
     clock_skew_s: float | None = None
+    # this computer's download speed from the control helper, bytes/s: analysis tells a
+    # slow link (every large page slow) from one site throttled
+    link_bytes_per_s: float | None = None
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(

@@ -102,6 +102,19 @@ async def check_controls(urls: list[str], ca_file: str | None, timeout: float = 
     return working, problems
 
 
+# Below this the notice calls the link slow (2 MiB, the body cap, takes over 10 s).
+SLOW_LINK_BYTES_PER_S = 200_000
+
+
+async def measure_link(info: HelperInfo, ca_file: str | None) -> float | None:
+    """The link's download speed from the chosen helper (bytes/s), or None."""
+    from .control import ControlClient
+    from .tls import make_ssl_context
+
+    async with ControlClient(info.url, timeout=15, ssl_context=make_ssl_context(ca_file)) as client:
+        return await client.link_speed()
+
+
 def unreachable_message(problems: list[str]) -> str:
     """One line for "no helper answered" (each problem is "URL: reason")."""
     what = "the control helper is unreachable" if len(problems) == 1 else "no control helper is reachable"
@@ -168,6 +181,12 @@ async def plan_new_run(
                 t.cancel()
         raise
     if controls:
+        speed = await measure_link(controls[0], config.ca_file)
+        if speed is not None:
+            config.link_bytes_per_s = round(speed, 1)
+            if speed < SLOW_LINK_BYTES_PER_S:
+                notes.append(f"this link is slow (about {speed / 1000:.0f} kB/s from the control helper): a large "
+                             "page still arriving when its deadline comes is reported as slow, not blocked")
         skew = controls[0].clock_skew_s
         if skew is not None and abs(skew) > CLOCK_TOLERANCE_S:
             config.clock_skew_s = skew

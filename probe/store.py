@@ -253,11 +253,22 @@ def _m4_control_attempts(db: sqlite_utils.Database) -> None:
     db["control_results"].add_column("reason", str)
 
 
+def _m5_network_and_tags(db: sqlite_utils.Database) -> None:
+    """The volunteer's own network, checked: which network a measurement was taken on
+    (the run's n-th, counting changes of route, address or resolver), whether it changed
+    while the measurement was in flight; and the qualifiers of a verdict (partial
+    blocking, a slow link, ...), as JSON."""
+    db["measurements"].add_column("network_epoch", int)
+    db["measurements"].add_column("network_changed", int)
+    db["verdicts"].add_column("tags", str)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
     (3, "verdicts table", _m3_verdicts),
     (4, "control attempts and failure reason", _m4_control_attempts),
+    (5, "network epochs and verdict tags", _m5_network_and_tags),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -542,3 +542,111 @@ def test_a_redirect_loop_for_everyone_is_down():
     c.http = loop(True)
     v = verdict(measurement(http=loop(True), control=c))
     assert (v.verdict, v.blocked, v.layer) == ("down", False, "http"), (v.rule_id, [e.text for e in v.evidence])
+
+
+# --- partial blocking: one address family, or one record type ----------------------------
+
+SITE_V6 = "2a01:4f8:97::1"
+
+
+def _dual(**parts):
+    """A dual-stack site (A and AAAA) measured over both families; the control reaches both."""
+    d = DnsQuery("system", None, "charter97.org", "ANY", T, 5.0, None, None, None,
+                 [DnsAnswer("A", SITE_IP, 60), DnsAnswer("AAAA", SITE_V6, 60)])
+    c = control(dns_answers=(SITE_IP, SITE_V6))
+    base = dict(dns=[d], tcp=[tcp(SITE_IP), tcp(SITE_V6)], tls=[tls(SITE_IP), tls(SITE_V6)],
+                http=[http(address=f"[{SITE_V6}]:443")], control=c)
+    base.update(parts)
+    return measurement(**base)
+
+
+def test_ipv4_blackholed_while_ipv6_works_is_partial_blocking():
+    v = verdict(_dual(tcp=[tcp(SITE_IP, failure=F.GENERIC_TIMEOUT), tcp(SITE_V6)], tls=[tls(SITE_V6)]))
+    assert (v.verdict, v.blocked, v.tags) == ("tcp.timeout", True, ["partial:ipv4"]), [e.text for e in v.evidence]
+    assert any("IPv6 works" in e.text for e in v.evidence)
+
+
+def test_both_families_working_is_a_clean_ok():
+    v = verdict(_dual())
+    assert (v.verdict, v.tags) == ("ok", [])
+
+
+def test_a_family_this_network_cannot_use_is_not_blocking():
+    v = verdict(_dual(tcp=[tcp(SITE_IP), tcp(SITE_V6, failure=F.NETWORK_UNREACHABLE)], tls=[tls(SITE_IP)],
+                      http=[http()]))
+    assert (v.verdict, v.tags) == ("ok", [])
+
+
+def test_a_family_broken_for_the_whole_run_is_not_blocking():
+    v = verdict(_dual(tcp=[tcp(SITE_IP), tcp(SITE_V6, failure=F.GENERIC_TIMEOUT)], tls=[tls(SITE_IP)], http=[http()]),
+                broken_families=frozenset({6}))
+    assert (v.verdict, v.tags) == ("ok", [])
+
+
+def test_a_lie_in_the_a_record_only_is_partial_blocking():
+    lie = "10.10.34.35"
+    d = DnsQuery("system", None, "charter97.org", "ANY", T, 5.0, None, None, None,
+                 [DnsAnswer("A", lie, 60), DnsAnswer("AAAA", SITE_V6, 60)])
+    v = verdict(_dual(dns=[d], tcp=[tcp(lie, failure=F.GENERIC_TIMEOUT), tcp(SITE_V6)], tls=[tls(SITE_V6)]),
+                lab_networks=())
+    assert v.verdict in ("dns.inconsistent", "dns.bogon") and v.blocked and v.tags == ["partial:ipv4"], \
+        (v.verdict, v.rule_id, [e.text for e in v.evidence])
+
+
+def test_a_lie_in_the_a_record_to_a_public_address_is_dns_inconsistent():
+    lie = "203.0.114.9"
+    d = DnsQuery("system", None, "charter97.org", "ANY", T, 5.0, None, None, None,
+                 [DnsAnswer("A", lie, 60), DnsAnswer("AAAA", SITE_V6, 60)])
+    v = verdict(_dual(dns=[d], tcp=[tcp(lie), tcp(SITE_V6)],
+                      tls=[tls(lie, failure=F.SSL_INVALID_HOSTNAME, stage="after_server_hello"), tls(SITE_V6)]))
+    assert (v.verdict, v.blocked, v.tags) == ("dns.inconsistent", True, ["partial:ipv4"]), \
+        (v.verdict, v.rule_id, [e.text for e in v.evidence])
+
+
+# --- a slow link is not throttling -------------------------------------------------------
+
+BIG = 2 * 1024 * 1024
+
+
+def _timed_out_page(received: int, seconds: float = 15.0, title="Charter 97 news"):
+    h = http("http://charter97.org/big", address=f"{SITE_IP}:80")
+    h.failure, h.body_length, h.duration_ms, h.title = F.GENERIC_TIMEOUT, received, seconds * 1000, title
+    return h
+
+
+def _big_control():
+    big = http("http://charter97.org/big", address=f"{SITE_IP}:80")
+    big.failure, big.body_length, big.body_truncated = F.BODY_TOO_LARGE, BIG, True
+    return control(http_req=big)
+
+
+def test_a_large_page_arriving_at_the_links_speed_is_slow_not_blocked():
+    m = measurement(url="http://charter97.org/big", tcp=[tcp(port=80)], tls=[],
+                    http=[_timed_out_page(480_000)], control=_big_control())
+    v = verdict(m, link_bytes_per_s=32_000.0)
+    assert (v.verdict, v.blocked, v.tags) == ("ok", False, ["slow"]), (v.rule_id, [e.text for e in v.evidence])
+
+
+def test_one_site_far_slower_than_the_link_is_throttling():
+    m = measurement(url="http://charter97.org/big", tcp=[tcp(port=80)], tls=[],
+                    http=[_timed_out_page(120_000)], control=_big_control())
+    v = verdict(m, link_bytes_per_s=5_000_000.0)  # the link carries MB/s; this site 8 kB/s
+    assert (v.verdict, v.blocked, v.tags) == ("http.timeout", True, [])
+
+
+def test_without_knowing_the_link_a_timeout_is_still_a_timeout():
+    m = measurement(url="http://charter97.org/big", tcp=[tcp(port=80)], tls=[],
+                    http=[_timed_out_page(480_000)], control=_big_control())
+    assert verdict(m).verdict == "http.timeout"
+
+
+def test_a_system_resolver_that_timed_out_while_a_direct_query_answered_is_the_link():
+    system = dns(answers=(), failure=F.DNS_TEMPORARY_FAILURE)
+    direct = dns("udp", resolver="10.77.5.1:53")
+    v = verdict(measurement(dns=[system, direct]))
+    assert (v.verdict, v.blocked) == ("ok", False), (v.rule_id, [e.text for e in v.evidence])
+    assert any("slow or lossy link" in e.text for e in v.layers["dns"].evidence)
+    # but a resolver that says "no such name" is an answer, whatever the direct query says
+    v = verdict(measurement(dns=[dns(answers=(), failure=F.DNS_NXDOMAIN), direct],
+                            tls=[], http=[http(status=None, failure=F.NO_ADDRESSES)]))
+    assert v.verdict == "dns.nxdomain"

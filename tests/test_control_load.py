@@ -305,3 +305,17 @@ async def test_health_grant_and_clock(many_sites):
     assert health["limits"]["per_client_concurrency"] == 3
     assert (info.grant.concurrency, info.grant.rate_per_minute, info.grant.burst) == (3, 90, 7)
     assert abs(info.clock_skew_s) < 2
+
+
+async def test_the_link_is_measured_against_the_helper(many_sites):
+    dns, _, _ = many_sites
+    async with serve_helper(helper_config(dns)) as helper:
+        base = f"http://127.0.0.1:{helper.port}"
+        async with ControlClient(base) as client:
+            speed = await client.link_speed()
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + "/v1/bytes", params={"n": "100000"}) as resp:
+                assert resp.status == 200 and len(await resp.read()) == 100000
+            async with s.get(base + "/v1/bytes", params={"n": str(64 * 1024 * 1024)}) as resp:
+                assert resp.status == 400 and "between" in (await resp.json())["error"]
+    assert speed is not None and speed > 1_000_000  # loopback: far beyond any home link

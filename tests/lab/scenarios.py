@@ -29,6 +29,13 @@ from servers.web import BLOCKPAGE_TEXT
 
 DOMAIN = "lab.test"
 LAB_NETWORK = "10.77.0.0/16"
+# IPv6: unique-local space stands for the internet too. Volunteer <-> ISP fd77::/64,
+# ISP <-> open internet fd77:0:0:1::/64, sites fd77:0:0:2::/64 (only dual-stack sites).
+LAB_NETWORK6 = "fd77::/48"
+VOL_IP6 = "fd77::2"
+ISP_VOL_IP6 = "fd77::1"
+ISP_NET_IP6 = "fd77:0:0:1::1"
+NET_IP6 = "fd77:0:0:1::2"
 
 VOL_IP = "10.77.0.2"
 ISP_VOL_IP = "10.77.0.1"  # the volunteer's router and ISP resolver
@@ -122,6 +129,8 @@ class Site:
     dns_answer: str | None = None
     # a client address the site's CDN answers with its 503 browser check (CDN_CHALLENGE_PAGE)
     challenge_for: str | None = None
+    ip6: str | None = None  # a dual-stack site's IPv6 address (fd77:0:0:2::/64)
+    body_size: int | None = None  # its page's size (default SITE_BODY_SIZE)
 
     @property
     def host(self) -> str:
@@ -167,6 +176,8 @@ class Scenario:
     # Its evidence needs no control helper (a blockpage, an injected answer): a run
     # without one must still say blocked. Traps (ok, down) must never be blocked then.
     proof_without_control: bool = False
+    # the qualifiers the verdict must carry (analysis.verdicts.TAGS), and no others
+    expected_tags: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -402,6 +413,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         isp_dns=(f"address=/ghost-dns.lab.test/{BLOCKPAGE_IP}",),
         proof_without_control=True,
     ),
+    Scenario(
+        "ipv4_blocked_dual_stack", "https://dual-stack.lab.test/", "tcp.timeout",
+        "a dual-stack site (A and AAAA): the censor blackholes its IPv4 address only; over "
+        "IPv6 the page loads. Partial blocking, never a clean ok",
+        sites=(_site("dual-stack", 60, ip6="fd77:0:0:2::60"),),
+        rules=(Rule("filter", "FORWARD", "-d 10.77.2.60 -j DROP"),),
+        expected_tags=("partial:ipv4",),
+    ),
     # ---------------------------------------------------------------- false-positive traps
     Scenario(
         "dns_transparent_proxy", "https://isp-proxy.lab.test/", "ok",
@@ -491,11 +510,62 @@ SCENARIOS: tuple[Scenario, ...] = (
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
 
 
+# ------------------------------------------------------------------------------ vantages
+# Other volunteers' networks, beside the censored one (vol): each a namespace with its own
+# link to the ISP (10.77.<net>.2, the ISP 10.77.<net>.1), for what happens to a
+# volunteer's own network rather than to one site. Each is measured by a probe run of
+# its own, at the same time as the main run.
+
+
+@dataclass(frozen=True)
+class Vantage:
+    name: str  # the namespace role, also the start of its veth names
+    net: int  # 10.77.<net>.0/24
+    description: str
+    rate: str | None = None  # tc: everything the ISP sends it, shaped to this rate
+    loss: float = 0.0  # share of forwarded packets the ISP drops towards it
+    portal: bool = False  # behind a captive portal (its own resolver and web server)
+    censored: bool = False  # the censor's rules apply to it as to vol
+    second_net: int | None = None  # a second link, straight to the open internet
+
+    @property
+    def ip(self) -> str:
+        return f"10.77.{self.net}.2"
+
+    @property
+    def isp_ip(self) -> str:
+        return f"10.77.{self.net}.1"
+
+
+BIG_PAGE_SIZE = 3_000_000  # an HTML page with a title, larger than the 2 MiB body cap
+SLOW_RATE = "256kbit"
+SLOW_LOSS = 0.05
+PORTAL_HOST = "portal.hotel.test"
+PORTAL_TITLE = "Hotel Wi-Fi: please log in"
+
+VANTAGES: tuple[Vantage, ...] = (
+    Vantage("slow", 5, f"a volunteer on a {SLOW_RATE} link that loses {SLOW_LOSS:.0%} of packets: large pages "
+                       "are still arriving when their deadline comes", rate=SLOW_RATE, loss=SLOW_LOSS),
+)
+VANTAGE_NAMES = tuple(v.name for v in VANTAGES)
+
+# What the slow volunteer measures, and the verdict (and qualifiers) each must get.
+SLOW_TARGETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("https://ok.lab.test/", "ok", ()),
+    ("http://big-page.lab.test/", "ok", ("slow",)),
+    ("http://large-file.lab.test/huge", "ok", ("slow",)),
+)
+# Sites only the vantages measure.
+EXTRA_SITES: tuple[Site, ...] = (
+    Site("big-page", "10.77.2.61", title="Big page - a lab site", body_size=BIG_PAGE_SIZE),
+)
+
+
 def all_sites(scenarios=SCENARIOS) -> list[Site]:
     out: list[Site] = []
     for s in scenarios:
         out.extend(s.sites)
-    return out
+    return out + list(EXTRA_SITES)
 
 
 def check(scenarios=SCENARIOS) -> None:
@@ -526,7 +596,7 @@ def auth_dns_lines(scenarios=SCENARIOS) -> list[str]:
     for site in all_sites(scenarios):
         answer = site.dns_answer or site.ip
         if answer:
-            lines.append(f"host-record={site.host},{answer}")
+            lines.append(f"host-record={site.host},{answer}" + (f",{site.ip6}" if site.ip6 else ""))
     return lines
 
 

@@ -64,6 +64,10 @@ class LabRun:
     nocontrol_db: str | None = None
     nocontrol_probe: subprocess.CompletedProcess | None = None
     nocontrol_report: list[dict] | None = None
+    # the other volunteers' networks (S.VANTAGES): their runs and reports, by name
+    vantage_probe: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
+    vantage_report: dict[str, list[dict] | None] = field(default_factory=dict)
+    vantage_db: dict[str, str] = field(default_factory=dict)
 
     def show(self, url: str) -> dict:
         if url not in self.shown:
@@ -94,17 +98,25 @@ def lab_run(tmp_path_factory):
         timings = {"up": round(time.monotonic() - t0, 2)}
         pids = [p["pid"] for p in lab.procs]
         db, bare = str(workdir / "probe.db"), str(workdir / "nocontrol.db")
+        slow_targets = workdir / "slow-targets.txt"
+        slow_targets.write_text("".join(url + "\n" for url, _, _ in S.SLOW_TARGETS))
+        vantage_dbs = {"slow": str(workdir / "slow.db")}
         t = time.monotonic()
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(3) as pool:
             with_control = pool.submit(lab.run_probe, db, timeout=300)
             without = pool.submit(lab.run_probe, bare, control=False, timeout=300)
+            slow = pool.submit(lab.run_probe, vantage_dbs["slow"], role="slow", targets=slow_targets, timeout=300)
             probe, bare_probe = with_control.result(), without.result()
+            vantage_probe = {"slow": slow.result()}
         timings["probe"] = round(time.monotonic() - t, 1)
-        run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe)
+        run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe,
+                     vantage_probe=vantage_probe, vantage_db=vantage_dbs)
         if probe.returncode == 0:
             run.report, run.report_error = _report(db)
         if bare_probe.returncode == 0:
             run.nocontrol_report, _ = _report(bare)
+        for name, p in vantage_probe.items():
+            run.vantage_report[name] = _report(vantage_dbs[name])[0] if p.returncode == 0 else None
         yield run
     finally:
         lab.down()
@@ -144,6 +156,7 @@ def test_verdict(lab_run, scenario):
         f"{scenario.name} ({scenario.description}): expected {scenario.expected}, got "
         f"{row['verdict']}; evidence: {texts}")
     assert row["blocked"] is scenario.blocked
+    assert row.get("tags", []) == list(scenario.expected_tags), (scenario.name, row.get("tags"))
     assert 0 <= row["confidence"] <= 1
 
 
@@ -175,6 +188,34 @@ def test_the_run_without_a_control_says_what_it_cannot_tell(lab_run):
     assert "no control helper" in err and "can't tell" in err and "probe config set control URL" in err
     unclear = [r for r in lab_run.nocontrol_report if r["blocked"] is None]
     assert unclear and f"{len(unclear)} can't tell" in err
+
+
+# --------------------------------------------------------------------------- a volunteer's own network
+
+
+def _vantage_rows(lab_run, name: str) -> dict[str, dict]:
+    p = lab_run.vantage_probe[name]
+    assert p.returncode == 0, f"probe run in {name}: exit {p.returncode}\n{p.stderr[-2000:]}"
+    assert lab_run.vantage_report[name] is not None, f"no report of the {name} run"
+    return {r["url"]: r for r in lab_run.vantage_report[name]}
+
+
+@pytest.mark.parametrize("url,expected,tags", S.SLOW_TARGETS, ids=[u for u, _, _ in S.SLOW_TARGETS])
+def test_on_a_slow_lossy_link_large_pages_are_slow_not_blocked(lab_run, url, expected, tags):
+    row = _vantage_rows(lab_run, "slow")[url]
+    assert (row["verdict"], row["tags"], row["blocked"]) == (expected, list(tags), False), \
+        [e["text"] for e in row["evidence"]]
+
+
+def test_the_slow_link_was_measured_and_said(lab_run):
+    _vantage_rows(lab_run, "slow")
+    err = lab_run.vantage_probe["slow"].stderr
+    assert "this link is slow (about" in err, err[-2000:]
+    speed = probe_cli("show", "--db", lab_run.vantage_db["slow"], "--json")
+    assert speed.returncode == 0
+    (run,) = json.loads(speed.stdout)
+    link = json.loads(run["config"])["link_bytes_per_s"]
+    assert 10_000 < link < 40_000, link  # 256 kbit/s is 32 kB/s
 
 
 # --------------------------------------------------------------------------- raw evidence
@@ -489,6 +530,16 @@ def ev_expired_everywhere(m):
     for side in ("local", "control"):
         (t,) = tls(m, side)
         assert t["failure"] == "ssl_invalid_certificate", t
+
+
+def ev_ipv4_blocked_dual_stack(m):
+    v4, v6 = site_ip("dual-stack"), "fd77:0:0:2::60"
+    assert {(c["ip"], c["failure"]) for c in tcp(m, port=443)} == {(v4, "generic_timeout"), (v6, None)}, tcp(m)
+    (t,) = tls(m)
+    assert t["ip"] == v6 and t["success"] and t["cert_valid"], t
+    local_fetched_site(m, _title("dual-stack"))
+    assert main_hops(m)[-1]["address"] == f"[{v6}]:443"  # the page came over IPv6
+    assert {c["ip"] for c in tcp(m, "control", port=443) if c["success"]} == {v4, v6}
 
 
 def ev_redirect_loop_everywhere(m):

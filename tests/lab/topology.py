@@ -41,9 +41,10 @@ from pathlib import Path
 from . import REPO_ROOT
 from . import scenarios as S
 
-ROLES = ("vol", "isp", "net", "cen")
+# the four of the censorship lab, then the other volunteers' networks (S.VANTAGES)
+ROLES = ("vol", "isp", "net", "cen", *S.VANTAGE_NAMES)
 NS_PREFIX = "censorlab-"
-NS_RE = re.compile(rf"^{NS_PREFIX}([0-9a-f]{{4}})-(vol|isp|net|cen)$")
+NS_RE = re.compile(rf"^{NS_PREFIX}([0-9a-f]{{4}})-({'|'.join(ROLES)})$")
 HERE = Path(__file__).resolve().parent
 
 # Debian package of every command the lab runs (for skips and for .ci/run).
@@ -117,6 +118,12 @@ class Lab:
             "isp_net": f"ispn{suffix}", "net": f"net{suffix}",
             "isp_cen": f"ispc{suffix}", "cen": f"cen{suffix}",
         }
+        for v in S.VANTAGES:  # e.g. slo1a2b (the vantage's end) and isps1a2b (the ISP's)
+            self.ifs[v.name] = f"{v.name[:3]}{suffix}"
+            self.ifs[f"isp_{v.name}"] = f"isp{v.name[0]}{suffix}"
+            if v.second_net is not None:  # a second link, straight to the open internet
+                self.ifs[f"{v.name}_b"] = f"{v.name[:2]}b{suffix}"
+                self.ifs[f"net_{v.name}"] = f"net{v.name[0]}{suffix}"
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         # None: remove a workdir we made, unless something failed (logs are kept)
@@ -259,8 +266,12 @@ class Lab:
             _run(["ip", "netns", "add", ns])
             self.created_ns.append(ns)
             self._save_state()
-            # IPv4 only; no reverse-path filtering; lo up (127.0.0.0/8 answers stay inside)
-            self._sysctl(role, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+            # IPv6 only where dual-stack sites need it (volunteer, ISP, open internet),
+            # static (no router advertisements); no reverse-path filtering; lo up
+            # (127.0.0.0/8 answers stay inside)
+            v6 = "0" if role in ("vol", "isp", "net") else "1"
+            self._sysctl(role, f"net.ipv6.conf.all.disable_ipv6={v6}", f"net.ipv6.conf.default.disable_ipv6={v6}",
+                         "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
                          "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
             self._ip_batch(role, ["link set lo up"])
 
@@ -271,6 +282,9 @@ class Lab:
             (i["vol"], ns["vol"], i["isp_vol"], ns["isp"]),
             (i["net"], ns["net"], i["isp_net"], ns["isp"]),
             (i["cen"], ns["cen"], i["isp_cen"], ns["isp"]),
+            *((i[v.name], ns[v.name], i[f"isp_{v.name}"], ns["isp"]) for v in S.VANTAGES),
+            *((i[f"{v.name}_b"], ns[v.name], i[f"net_{v.name}"], ns["net"]) for v in S.VANTAGES
+              if v.second_net is not None),
         ):
             _run(["ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns])
 
@@ -282,6 +296,8 @@ class Lab:
             # helper (the ISP's DPI sees it on the way; the ISP then drops it)
             f"route add {S.LAB_NETWORK} via {S.ISP_VOL_IP}",
             f"route add {S.TEST_NET} via {S.ISP_VOL_IP}",
+            f"addr add {S.VOL_IP6}/64 dev {i['vol']} nodad",
+            f"route add {S.LAB_NETWORK6} via {S.ISP_VOL_IP6}",
         ])
         self._ip_batch("isp", [
             f"addr add {S.ISP_VOL_IP}/24 dev {i['isp_vol']}",
@@ -294,15 +310,22 @@ class Lab:
             # every other lab address (10.77.4.0/24, ...) vanishes silently: a timeout
             f"route add blackhole {S.LAB_NETWORK}",
             f"route add blackhole {S.TEST_NET}",
+            f"addr add {S.ISP_VOL_IP6}/64 dev {i['isp_vol']} nodad",
+            f"addr add {S.ISP_NET_IP6}/64 dev {i['isp_net']} nodad",
+            f"route add fd77:0:0:2::/64 via {S.NET_IP6}",
         ])
         net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP] + sorted(
             {x.ip for x in S.all_sites(self.scenarios) if x.ip}, key=lambda a: tuple(map(int, a.split(".")))
         )
+        net_addrs6 = [x.ip6 for x in S.all_sites(self.scenarios) if x.ip6]
         self._ip_batch("net", [
             f"addr add {S.NET_IP}/24 dev {i['net']}",
             f"link set {i['net']} up",
             *[f"addr add {a}/32 dev lo" for a in net_addrs],
             f"route add {S.LAB_NETWORK} via {S.ISP_NET_IP}",
+            f"addr add {S.NET_IP6}/64 dev {i['net']} nodad",
+            *[f"addr add {a}/128 dev lo nodad" for a in net_addrs6],
+            f"route add {S.LAB_NETWORK6} via {S.ISP_NET_IP6}",
         ])
         self._ip_batch("cen", [
             f"addr add {S.CEN_IP}/24 dev {i['cen']}",
@@ -311,8 +334,22 @@ class Lab:
               (S.CENSOR_DNS_IP, S.BLOCKPAGE_IP, S.REDIRECTOR_IP, S.DIFFPAGE_IP, S.MITM_IP, S.PROXY_IP)],
             f"route add {S.LAB_NETWORK} via {S.ISP_CEN_IP}",
         ])
+        for v in S.VANTAGES:
+            self._ip_batch(v.name, [
+                f"addr add {v.ip}/24 dev {i[v.name]}",
+                f"link set {i[v.name]} up",
+                f"route add {S.LAB_NETWORK} via {v.isp_ip}",
+                f"route add {S.TEST_NET} via {v.isp_ip}",
+                *([f"addr add 10.77.{v.second_net}.2/24 dev {i[v.name + '_b']}", f"link set {i[v.name + '_b']} up"]
+                  if v.second_net is not None else []),
+            ])
+            self._ip_batch("isp", [f"addr add {v.isp_ip}/24 dev {i['isp_' + v.name]}",
+                                   f"link set {i['isp_' + v.name]} up"])
+            if v.second_net is not None:
+                self._ip_batch("net", [f"addr add 10.77.{v.second_net}.1/24 dev {i['net_' + v.name]}",
+                                       f"link set {i['net_' + v.name]} up"])
         self._sysctl("isp", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
-                     "net.ipv4.conf.default.send_redirects=0")
+                     "net.ipv4.conf.default.send_redirects=0", "net.ipv6.conf.all.forwarding=1")
         # The open internet answers a query to a port where nothing listens (the sink
         # query to the control helper's :53) with ICMP port unreachable, every time.
         self._sysctl("net", "net.ipv4.icmp_ratelimit=0")
@@ -324,7 +361,8 @@ class Lab:
             d.mkdir(parents=True, exist_ok=False)
             self.etc_dirs.append(str(d))
             self._save_state()
-            resolver = S.ISP_VOL_IP if role == "vol" else S.AUTH_DNS_IP
+            vantage = next((v for v in S.VANTAGES if v.name == role), None)
+            resolver = S.ISP_VOL_IP if role == "vol" else (vantage.isp_ip if vantage else S.AUTH_DNS_IP)
             (d / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:1 attempts:2\n")
             (d / "hosts").write_text("127.0.0.1 localhost\n")
 
@@ -340,11 +378,21 @@ class Lab:
         ]
         nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
                ":POSTROUTING ACCEPT [0:0]"]
+        censored = [vol_if, *(self.ifs["isp_" + v.name] for v in S.VANTAGES if v.censored)]
         for scenario, rule in S.rules(self.scenarios):
-            line = f"-A {rule.chain} -i {vol_if} {rule.spec}"
             target = out if rule.table == "filter" else nat
             target.append(f"# {scenario.name}")
-            target.append(line)
+            target += [f"-A {rule.chain} -i {dev} {rule.spec}" for dev in censored]
+        for v in S.VANTAGES:
+            dev = self.ifs["isp_" + v.name]
+            if v.loss:
+                out += [f"# {v.name}: a lossy link", f"-A FORWARD -o {dev} -m statistic --mode random "
+                                                       f"--probability {v.loss} -j DROP"]
+            if v.portal:
+                out += [f"# {v.name}: nothing gets through a captive portal before logging in",
+                        f"-A FORWARD -i {dev} -j DROP"]
+                nat += [f"# {v.name}: every plain-HTTP request goes to the portal",
+                        f"-A PREROUTING -i {dev} -p tcp --dport 80 -j DNAT --to-destination {v.isp_ip}:80"]
         return "\n".join(out + ["COMMIT"] + nat + ["COMMIT"]) + "\n"
 
     def _firewall(self) -> None:
@@ -353,16 +401,22 @@ class Lab:
         _run(["ip", "netns", "exec", self.ns["isp"], "iptables-restore", str(path)])
 
     def tc_commands(self) -> list[str]:
-        """The ISP's traffic shaping towards the volunteer (``tc -batch`` lines): htb with
-        no default class, so only the throttled sites' packets are held back."""
+        """The ISP's traffic shaping (``tc -batch`` lines). Towards the volunteer: htb with
+        no default class, so only the throttled sites' packets are held back. Towards a
+        slow vantage: everything, behind the default (long) queue, as a bloated home link."""
+        out = []
         ips = S.throttled(self.scenarios)
-        if not ips:
-            return []
-        dev = self.ifs["isp_vol"]
-        out = [f"qdisc add dev {dev} root handle 1: htb",
-               f"class add dev {dev} parent 1: classid 1:20 htb rate {S.THROTTLE_RATE} ceil {S.THROTTLE_RATE}"]
-        out += [f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip src {ip}/32 flowid 1:20"
-                for ip in ips]
+        if ips:
+            dev = self.ifs["isp_vol"]
+            out += [f"qdisc add dev {dev} root handle 1: htb",
+                    f"class add dev {dev} parent 1: classid 1:20 htb rate {S.THROTTLE_RATE} ceil {S.THROTTLE_RATE}"]
+            out += [f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip src {ip}/32 flowid 1:20"
+                    for ip in ips]
+        for v in S.VANTAGES:
+            if v.rate:
+                dev = self.ifs["isp_" + v.name]
+                out += [f"qdisc add dev {dev} root handle 1: htb default 10",
+                        f"class add dev {dev} parent 1: classid 1:10 htb rate {v.rate} ceil {v.rate}"]
         return out
 
     def _shaping(self) -> None:
@@ -404,12 +458,13 @@ class Lab:
         self._save_state()
         return p
 
-    def _dnsmasq(self, role: str, name: str, listen: str, lines: list[str]) -> None:
+    def _dnsmasq(self, role: str, name: str, listen: str | list[str], lines: list[str]) -> None:
         conf = self.workdir / f"{role}-{name}.conf"
         conf.write_text("\n".join([
             "keep-in-foreground", "log-facility=-", "log-queries",
             "no-resolv", "no-hosts", "no-poll", "bind-interfaces",
-            f"listen-address={listen}", "port=53", "cache-size=0", "user=root", "group=root",
+            *(f"listen-address={a}" for a in ([listen] if isinstance(listen, str) else listen)),
+            "port=53", "cache-size=0", "user=root", "group=root",
             f"pid-file={self.workdir / f'{role}-{name}.pid'}",
             *lines,
         ]) + "\n")
@@ -431,11 +486,12 @@ class Lab:
             if not (site.ip and site.serve):
                 continue
             apps.append({
-                "kind": "site", "title": site.page_title, "body_size": S.SITE_BODY_SIZE,
+                "kind": "site", "title": site.page_title, "body_size": site.body_size or S.SITE_BODY_SIZE,
                 **({"challenge_for": site.challenge_for,
                     "challenge_page": S.CDN_CHALLENGE_PAGE.format(host=site.host)} if site.challenge_for else {}),
-                "binds": [{"ip": site.ip, "port": 80},
-                          {"ip": site.ip, "port": 443, "cert": self._certs[(site.host, site.cert)]}],
+                "binds": [bind for ip in (site.ip, site.ip6) if ip
+                          for bind in ({"ip": ip, "port": 80},
+                                       {"ip": ip, "port": 443, "cert": self._certs[(site.host, site.cert)]})],
             })
         self._labserver("net", "sites", apps)
         self._spawn("net", "control", [
@@ -458,7 +514,7 @@ class Lab:
                         "sni_certs": forged}]},
         ])
         # The ISP's resolver, with the censor's lies.
-        self._dnsmasq("isp", "resolver", S.ISP_VOL_IP,
+        self._dnsmasq("isp", "resolver", [S.ISP_VOL_IP, *(v.isp_ip for v in S.VANTAGES if not v.portal)],
                       [f"server={S.AUTH_DNS_IP}", *S.isp_dns_lines(self.scenarios)])
 
     def _check_children(self) -> None:
@@ -497,6 +553,15 @@ class Lab:
         if p.returncode != 0:
             self._check_children()
             raise LabError(f"the lab did not come up:\n{p.stderr.strip()}")
+        for v in S.VANTAGES:  # and from each vantage, its own resolver and the helper
+            vchecks = [f"dns:{v.isp_ip}:53:{site.host}" + ("" if v.portal else f"={site.ip}")]
+            if not v.portal:
+                vchecks.append(f"tcp:{S.CONTROL_IP}:{S.CONTROL_PORT}")
+            p = self.exec(v.name, [sys.executable, str(HERE / "netcheck.py"), "--deadline",
+                                   str(max(1.0, end - time.monotonic())), *vchecks], timeout=deadline + 10)
+            if p.returncode != 0:
+                self._check_children()
+                raise LabError(f"the {v.name} network did not come up:\n{p.stderr.strip()}")
         self._check_children()
 
     def exec(self, role: str, argv: list[str], *, timeout: float | None = 60, capture: bool = True,
@@ -555,12 +620,14 @@ class Lab:
             *(["--control", S.CONTROL_URL] if control else ["--no-control"]),
             "--ca-file", str(self.ca_file),
             "--no-doh", "--no-vantage-lookup", "--cc", "ZZ", "--asn", "AS64500",
-            "--lab-network", S.LAB_NETWORK, *extra,
+            "--lab-network", S.LAB_NETWORK, "--lab-network", S.LAB_NETWORK6, *extra,
         ]
 
-    def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, **kw):
-        """`probe run` over every scenario, inside the volunteer's namespace."""
-        return self.exec("vol", self.probe_argv(db, **kw), timeout=timeout, capture=capture)
+    def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, role: str = "vol",
+                  wrapper: tuple[str, ...] = (), **kw):
+        """`probe run` inside a volunteer's namespace (by default over every scenario),
+        behind ``wrapper`` (e.g. faketime) when given."""
+        return self.exec(role, [*wrapper, *self.probe_argv(db, **kw)], timeout=timeout, capture=capture)
 
     # ------------------------------------------------------------------ tear down
 
