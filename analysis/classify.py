@@ -36,6 +36,17 @@ def _is_down(f: LayerFinding) -> bool:
 
 
 def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
+    verdict = _classify(m, ctx)
+    checked = sorted({t.cert_checked_at for t in m.tls if t.cert_checked_at})
+    if checked:
+        verdict.tags.append("clock_skew")
+        verdict.evidence.append(Evidence(
+            f"this computer's clock was off: certificates were judged at the control helper's time ({checked[0][:16]})",
+            {"cert_checked_at": checked[0]}))
+    return verdict
+
+
+def _classify(m: Measurement, ctx: Context | None) -> Verdict:
     v = View(m, ctx or Context())
     dns = classify_dns(v)
     tcp = classify_tcp(v, dns)

@@ -26,6 +26,7 @@ from yarl import URL
 from . import failures as F
 from .pagetext import extract_title
 from .records import HttpRequest, Stopwatch
+from .tls import ClockCorrection, presented_ders, verification_error, verify_chain
 
 # OONI's default headers (internal/model/http.go): a current desktop Safari.
 BROWSER_HEADERS = {
@@ -160,11 +161,25 @@ def _ip_literal(host: str | None) -> str | None:
 
 class _PeerRecordingConnector(aiohttp.TCPConnector):
     """Notes on each connection's protocol which address it reached: aiohttp releases
-    a connection as soon as a small body has arrived, taking the peer with it."""
+    a connection as soon as a small body has arrived, taking the peer with it. With a
+    clock correction, judges the server's chain at the control's time (the context
+    verifies nothing then) and fails the connection as a bad certificate would."""
+
+    def __init__(self, *args: Any, clock: ClockCorrection | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._clock = clock
 
     async def _wrap_create_connection(self, *args: Any, **kwargs: Any):  # type: ignore[override]
         transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
         protocol._probe_peer = transport.get_extra_info("peername")  # type: ignore[attr-defined]
+        obj = transport.get_extra_info("ssl_object")
+        if self._clock is not None and obj is not None:
+            req = kwargs.get("req")
+            name = kwargs.get("server_hostname") or (req.host if req is not None else "")
+            failure = verify_chain(presented_ders(obj), str(name), self._clock.now(), self._clock.roots)
+            if failure is not None:
+                transport.close()
+                raise aiohttp.ClientConnectorCertificateError(req.connection_key, verification_error(failure))
         return transport, protocol
 
 
@@ -181,10 +196,12 @@ def new_session(
     ssl_context: ssl.SSLContext,
     opts: FetchOptions,
     guard: AddressGuard | None = None,
+    clock: ClockCorrection | None = None,
 ) -> aiohttp.ClientSession:
     """One session per measurement: its own cookie jar (as a fresh browser profile) and
     connections that are never shared with another target."""
     connector = _PeerRecordingConnector(
+        clock=clock,
         resolver=PinnedResolver(pinned, guard),
         ssl=ssl_context,
         force_close=True,

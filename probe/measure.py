@@ -20,7 +20,7 @@ from . import failures as F
 from .http import AddressGuard, FetchOptions, fetch_http, fetch_http_fallback, new_session
 from .records import ControlResult, HttpRequest, Measurement, Stopwatch, TcpConnect, TlsHandshake
 from .tcp import tcp_connect
-from .tls import make_ssl_context, tls_handshake
+from .tls import ClockCorrection, load_trust_roots, make_ssl_context, tls_handshake
 
 # Failures right after our ClientHello, before any server byte, after which a benign
 # SNI is tried on the same address: that is what SNI filtering looks like. A server
@@ -85,14 +85,23 @@ class Control(Protocol):
 
 @dataclass
 class Contexts:
-    """TLS contexts are costly to build (they load the trust store): build once per run."""
+    """TLS contexts are costly to build (they load the trust store): build once per run.
+
+    When this computer's clock is off (``clock_skew_s``), ``verify`` verifies nothing and
+    ``clock`` judges every chain at the control's time instead (OpenSSL can only judge
+    at the local time, which would make every certificate look expired or not yet
+    valid)."""
 
     verify: ssl.SSLContext
     capture: ssl.SSLContext
+    clock: ClockCorrection | None = None
 
     @classmethod
     def for_config(cls, config: ProbeConfig) -> Contexts:
-        return cls(make_ssl_context(config.ca_file), make_ssl_context(verify=False))
+        capture = make_ssl_context(verify=False)
+        if config.clock_skew_s:
+            return cls(capture, capture, ClockCorrection(config.clock_skew_s, load_trust_roots(config.ca_file)))
+        return cls(make_ssl_context(config.ca_file), capture)
 
 
 def split_url(url: str) -> tuple[str, str, int]:
@@ -172,6 +181,7 @@ async def run_handshakes(
             timeout=config.tls_timeout,
             context=contexts.verify,
             capture_context=contexts.capture,
+            clock=contexts.clock,
         )
         out = [first]
         if (
@@ -268,7 +278,7 @@ async def measure_url(
         if sink_task is not None:
             late_tasks.append(sink_task)
         # The DoH query rides on an unpinned session; the page fetch gets its own below.
-        doh_session = new_session({}, contexts.verify, opts) if config.doh_url else None
+        doh_session = new_session({}, contexts.verify, opts, clock=contexts.clock) if config.doh_url else None
         try:
             m.dns = await run_dns(hostname, config, doh_session, late_tasks)
         finally:
@@ -290,7 +300,7 @@ async def measure_url(
 
         # aiohttp resolves the punycode spelling of an IDN host: pin both.
         raw_host = (URL(url).raw_host or hostname).strip("[]").lower()
-        session = new_session({hostname: browser, raw_host: browser}, contexts.verify, opts)
+        session = new_session({hostname: browser, raw_host: browser}, contexts.verify, opts, clock=contexts.clock)
         try:
             if browser:
                 m.http = await fetch_http(session, url, opts)

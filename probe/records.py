@@ -116,6 +116,8 @@ class TlsHandshake:
     cert_valid: bool | None = None  # validates for server_name against the trust store
     cert_failure: str | None = None
     peer_certificates: list[Certificate] = field(default_factory=list)
+    # when this computer's clock was off: the (control's) time cert_valid was judged at
+    cert_checked_at: str | None = None
 
 
 @dataclass

@@ -256,11 +256,13 @@ def _m4_control_attempts(db: sqlite_utils.Database) -> None:
 def _m5_network_and_tags(db: sqlite_utils.Database) -> None:
     """The volunteer's own network, checked: which network a measurement was taken on
     (the run's n-th, counting changes of route, address or resolver), whether it changed
-    while the measurement was in flight; and the qualifiers of a verdict (partial
-    blocking, a slow link, ...), as JSON."""
+    while the measurement was in flight; the qualifiers of a verdict (partial blocking,
+    a slow link, ...), as JSON; and, when the local clock was off, the (control's) time
+    a certificate was judged at."""
     db["measurements"].add_column("network_epoch", int)
     db["measurements"].add_column("network_changed", int)
     db["verdicts"].add_column("tags", str)
+    db["tls_handshakes"].add_column("cert_checked_at", str)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
@@ -268,7 +270,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
     (3, "verdicts table", _m3_verdicts),
     (4, "control attempts and failure reason", _m4_control_attempts),
-    (5, "network epochs and verdict tags", _m5_network_and_tags),
+    (5, "network epochs, verdict tags, certificates judged at the control's time", _m5_network_and_tags),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -511,6 +513,7 @@ def _tls_rows(mid: str, side: str, handshakes: list[TlsHandshake]) -> list[dict]
                 "alpn": h.alpn,
                 "cert_valid": None if h.cert_valid is None else int(h.cert_valid),
                 "cert_failure": h.cert_failure,
+                "cert_checked_at": h.cert_checked_at,
                 "leaf_subject": leaf.subject if leaf else None,
                 "leaf_issuer": leaf.issuer if leaf else None,
                 "leaf_sha256": leaf.sha256 if leaf else None,
@@ -744,6 +747,7 @@ def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurem
                 t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
                 t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
                 t["cert_failure"], [Certificate(**c) for c in t["peer_certificates"]],
+                cert_checked_at=t.get("cert_checked_at"),
             ))
         http = [HttpRequest(
             url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,

@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
+import os
 import ssl
+import warnings
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID
 
 from . import failures as F
@@ -66,9 +71,9 @@ def describe_certificate(der: bytes) -> Certificate:
     )
 
 
-def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
-    """Every certificate the server sent, leaf first; the leaf alone if that is all
-    this Python can give. SSLObject.get_unverified_chain() is public from 3.13; 3.11
+def presented_ders(obj: ssl.SSLObject) -> list[bytes]:
+    """Every certificate the server sent (DER), leaf first; the leaf alone if that is
+    all this Python can give. SSLObject.get_unverified_chain() is public from 3.13; 3.11
     has it on the private _sslobj, returning _ssl.Certificate objects."""
     inner = getattr(obj, "_sslobj", obj)
     getter = getattr(obj, "get_unverified_chain", None) or getattr(inner, "get_unverified_chain", None)
@@ -82,7 +87,105 @@ def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
     if not ders:
         leaf = obj.getpeercert(binary_form=True)
         ders = [leaf] if leaf else []
-    return [describe_certificate(d) for d in ders]
+    return ders
+
+
+def _presented_chain(obj: ssl.SSLObject) -> list[Certificate]:
+    return [describe_certificate(d) for d in presented_ders(obj)]
+
+
+# --- judging certificates at another time (a local clock that is off) -------------------
+
+
+def load_trust_roots(ca_file: str | None = None) -> list[x509.Certificate]:
+    """The trust store OpenSSL uses here (SSL_CERT_FILE / SSL_CERT_DIR, else the default
+    file and directory), plus ``ca_file``: for judging chains ourselves."""
+    paths = ssl.get_default_verify_paths()
+    files = [os.environ.get(paths.openssl_cafile_env) or paths.cafile, ca_file]
+    dirs = [os.environ.get(paths.openssl_capath_env) or paths.capath]
+    seen: set[bytes] = set()
+    roots: list[x509.Certificate] = []
+
+    def add(data: bytes) -> None:
+        try:
+            with warnings.catch_warnings():  # old roots with non-positive serials still load
+                warnings.simplefilter("ignore")
+                certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            return
+        for c in certs:
+            fp = c.fingerprint(hashes.SHA256())
+            if fp not in seen:
+                seen.add(fp)
+                roots.append(c)
+
+    for f in files:
+        if f and os.path.isfile(f):
+            with open(f, "rb") as fh:
+                add(fh.read())
+    if not any(f and os.path.isfile(f) for f in files[:1]):
+        for d in dirs:
+            if d and os.path.isdir(d):
+                for name in sorted(os.listdir(d)):
+                    path = os.path.join(d, name)
+                    if os.path.isfile(path):
+                        with open(path, "rb") as fh:
+                            add(fh.read())
+    return roots
+
+
+@dataclass
+class ClockCorrection:
+    """This computer's clock is off by ``skew_s`` (local minus the control's): chains
+    are judged here, at the control's time, against these roots."""
+
+    skew_s: float
+    roots: list[x509.Certificate]
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) - timedelta(seconds=self.skew_s)
+
+
+def verify_chain(ders: list[bytes], server_name: str, at: datetime, roots: list[x509.Certificate]) -> str | None:
+    """None when the chain is valid for ``server_name`` at ``at``, else our failure
+    string. As lenient as OpenSSL on leaf extensions (a subjectAltName is required, of
+    any criticality), strict on chain building, names and validity periods."""
+    from cryptography.x509 import verification as xv
+
+    if not ders or not roots:
+        return F.SSL_UNKNOWN_AUTHORITY
+    try:
+        chain = [x509.load_der_x509_certificate(d) for d in ders]
+    except ValueError:
+        return F.SSL_INVALID_CERTIFICATE
+    try:
+        name = xv.IPAddress(ipaddress.ip_address(server_name.strip("[]")))
+    except ValueError:
+        name = xv.DNSName(server_name.rstrip(".").lower())
+    ee = xv.ExtensionPolicy.permit_all().require_present(x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None)
+    try:
+        verifier = (xv.PolicyBuilder().store(xv.Store(roots)).time(at)
+                    .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+                    .build_server_verifier(name))
+        verifier.verify(chain[0], chain[1:])
+    except xv.VerificationError as exc:
+        text = str(exc)
+        if "subjectAltName" in text and "matching" in text:
+            return F.SSL_INVALID_HOSTNAME
+        if "candidates exhausted" in text:
+            return F.SSL_UNKNOWN_AUTHORITY
+        return F.SSL_INVALID_CERTIFICATE
+    except ValueError:  # e.g. a name the verifier cannot take
+        return F.SSL_INVALID_CERTIFICATE
+    return None
+
+
+def verification_error(failure: str) -> ssl.SSLCertVerificationError:
+    """An OpenSSL-like error for a failure found by ``verify_chain`` (for aiohttp)."""
+    code = {F.SSL_INVALID_HOSTNAME: 62, F.SSL_UNKNOWN_AUTHORITY: 20}.get(failure, 10)
+    exc = ssl.SSLCertVerificationError(1, f"certificate verify failed at the control's time: {failure}")
+    exc.verify_code = code  # type: ignore[attr-defined]
+    return exc
 
 
 @dataclass
@@ -165,8 +268,11 @@ async def tls_handshake(
     context: ssl.SSLContext,
     capture_context: ssl.SSLContext | None = None,
     sni_role: str = "target",
+    clock: ClockCorrection | None = None,
 ) -> TlsHandshake:
-    """Connect to ip:port and complete a TLS handshake with SNI ``server_name``."""
+    """Connect to ip:port and complete a TLS handshake with SNI ``server_name``. With a
+    ``clock`` correction, ``context`` verifies nothing and the chain is judged here, at
+    the control's time."""
     sw = Stopwatch()
     progress = _Progress()
     rec = TlsHandshake(ip, port, server_name, sw.started_at, 0.0, False, sni_role=sni_role)
@@ -178,7 +284,16 @@ async def tls_handshake(
         rec.tls_version = obj.version()
         rec.cipher = (obj.cipher() or (None,))[0]
         rec.alpn = obj.selected_alpn_protocol()
-        rec.peer_certificates = _presented_chain(obj)
+        ders = presented_ders(obj)
+        rec.peer_certificates = [describe_certificate(d) for d in ders]
+        if clock is not None and sni_role == "target" and context.verify_mode == ssl.CERT_NONE:
+            at = clock.now()
+            rec.cert_checked_at = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            failure = verify_chain(ders, server_name, at, clock.roots)
+            rec.cert_valid = failure is None
+            if failure is not None:
+                rec.success, rec.failure, rec.cert_failure = False, failure, failure
+                rec.failure_stage = "after_server_hello"
     except Exception as exc:
         rec.failure = F.classify_exception(exc)
         rec.failure_stage = _stage(progress)

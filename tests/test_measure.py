@@ -364,3 +364,53 @@ async def test_a_refused_redirect_target_is_measured_and_a_working_chain_is_not(
     assert [(c.port, c.failure) for c in m.tcp if c.port == port] == [(port, F.CONNECTION_REFUSED)]
     assert main_hops(m)[-1].failure == F.CONNECTION_REFUSED
     assert {c.port for c in ok.tcp} == {web.port}  # no extra steps when every hop worked
+
+
+# --- a local clock that is off: certificates judged at the control's time -------------------
+
+
+def _dated_site(pki, name: str, days_from: int, days_to: int):
+    import datetime as dt
+    import ssl as ssl_mod
+
+    now = dt.datetime.now(dt.timezone.utc)
+    leaf = pki.ca.issue_cert(name, not_before=now + dt.timedelta(days=days_from),
+                             not_after=now + dt.timedelta(days=days_to))
+    ctx = ssl_mod.create_default_context(ssl_mod.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(ctx)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@pytest.mark.parametrize("skew_days,valid", [(400, True), (0, False)])
+async def test_a_certificate_is_judged_at_the_controls_time_when_the_clock_is_off(pki, ca_file, skew_days, valid):
+    """The site's certificate expired 100 days ago by this computer's clock, which is
+    400 days ahead: at the control's time it is valid, handshake and fetch included."""
+    ctx = _dated_site(pki, SITE, -500, -100)
+    config = lab_config(None, ca_file, clock_skew_s=skew_days * 86400.0 or None)
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, \
+            WebServer(site_app(title="Dated"), ssl_context=ctx) as web:
+        config.resolvers = [dns.address]
+        m = await measure_url(web.url("/", hostname=SITE), config)
+    (t,) = [t for t in m.tls if t.sni_role == "target"]
+    (hop,) = main_hops(m)
+    if valid:
+        assert t.success and t.cert_valid and t.cert_checked_at, t
+        assert hop.status == 200 and hop.title == "Dated"
+    else:
+        assert (t.failure, t.cert_valid, t.cert_checked_at) == ("ssl_invalid_certificate", False, None)
+        assert hop.failure == "ssl_invalid_certificate"
+
+
+async def test_a_corrected_clock_does_not_clear_an_interception_certificate(pki, ca_file):
+    """Judging at another time is about validity periods only: a chain from an unknown
+    authority, or for another name, stays invalid."""
+    config = lab_config(None, ca_file, clock_skew_s=400 * 86400.0)
+    for kind, failure in (("unknown_ca", "ssl_unknown_authority"), ("wrong_host", "ssl_invalid_hostname")):
+        async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, \
+                WebServer(site_app(), ssl_context=pki.server_context(SITE, kind=kind)) as web:
+            config.resolvers = [dns.address]
+            m = await measure_url(web.url("/", hostname=SITE), config)
+        (t,) = [t for t in m.tls if t.sni_role == "target"]
+        assert (t.success, t.failure, t.cert_valid) == (False, failure, False), kind
+        assert main_hops(m)[0].failure == failure

@@ -59,9 +59,14 @@ def test_migration_from_version_1_keeps_data(tmp_path):
     assert store.schema_version(db) == 1
     run_id = _run(db, ["https://site.test/"])
     m = _measurement()
-    # a control answer as version 1 stored it (no attempts, no reason)
+    # a control answer and a handshake as version 1 stored them (no attempts, no reason;
+    # no cert_checked_at): today's writer knows only today's columns
     control, m.control = m.control, None
+    handshakes, m.tls = m.tls, []
     store.save_measurement(db, run_id, m)
+    for row in store._tls_rows(m.measurement_id, "local", handshakes):
+        row.pop("cert_checked_at")
+        db["tls_handshakes"].insert(row)
     db["control_results"].insert({"measurement_id": m.measurement_id, "control_url": control.control_url,
                                   "started_at": control.started_at, "duration_ms": 10.0, "failure": None,
                                   "raw": "{}"})
@@ -73,6 +78,7 @@ def test_migration_from_version_1_keeps_data(tmp_path):
     # added columns read back as defaults: one attempt, no reason
     loaded = store.load_measurement(db, m.measurement_id)
     assert loaded.control.attempts == 1 and loaded.control.reason is None
+    assert loaded.tls and all(t.cert_checked_at is None for t in loaded.tls)
 
 
 def test_replace_control_swaps_only_the_control_side(tmp_path):

@@ -555,9 +555,22 @@ SLOW_TARGETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("http://big-page.lab.test/", "ok", ("slow",)),
     ("http://large-file.lab.test/huge", "ok", ("slow",)),
 )
+# The clock run: the volunteer's own (censored) network, with this computer's clock a
+# year ahead (faketime): certificates are judged at the control helper's time, with a
+# warning, and real interception still shows.
+CLOCK_OFFSET = "+365d"
+CLOCK_TARGETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("https://ok.lab.test/", "ok", ("clock_skew",)),
+    ("https://clock-site.lab.test/", "ok", ("clock_skew",)),
+    ("https://tls-mitm.lab.test/", "tls.mitm", ("clock_skew",)),
+    ("https://expired-cert.lab.test/", "down", ("clock_skew",)),
+)
+
 # Sites only the vantages measure.
 EXTRA_SITES: tuple[Site, ...] = (
     Site("big-page", "10.77.2.61", title="Big page - a lab site", body_size=BIG_PAGE_SIZE),
+    # a certificate valid from 30 days ago to 60 days ahead, as real sites have
+    Site("clock-site", "10.77.2.62", cert="current"),
 )
 
 

@@ -100,14 +100,18 @@ def lab_run(tmp_path_factory):
         db, bare = str(workdir / "probe.db"), str(workdir / "nocontrol.db")
         slow_targets = workdir / "slow-targets.txt"
         slow_targets.write_text("".join(url + "\n" for url, _, _ in S.SLOW_TARGETS))
-        vantage_dbs = {"slow": str(workdir / "slow.db")}
+        clock_targets = workdir / "clock-targets.txt"
+        clock_targets.write_text("".join(url + "\n" for url, _, _ in S.CLOCK_TARGETS))
+        vantage_dbs = {"slow": str(workdir / "slow.db"), "clock": str(workdir / "clock.db")}
         t = time.monotonic()
-        with ThreadPoolExecutor(3) as pool:
+        with ThreadPoolExecutor(4) as pool:
             with_control = pool.submit(lab.run_probe, db, timeout=300)
             without = pool.submit(lab.run_probe, bare, control=False, timeout=300)
             slow = pool.submit(lab.run_probe, vantage_dbs["slow"], role="slow", targets=slow_targets, timeout=300)
+            clock = pool.submit(lab.run_probe, vantage_dbs["clock"], targets=clock_targets, timeout=300,
+                                wrapper=("faketime", "-f", S.CLOCK_OFFSET))
             probe, bare_probe = with_control.result(), without.result()
-            vantage_probe = {"slow": slow.result()}
+            vantage_probe = {"slow": slow.result(), "clock": clock.result()}
         timings["probe"] = round(time.monotonic() - t, 1)
         run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe,
                      vantage_probe=vantage_probe, vantage_db=vantage_dbs)
@@ -216,6 +220,21 @@ def test_the_slow_link_was_measured_and_said(lab_run):
     (run,) = json.loads(speed.stdout)
     link = json.loads(run["config"])["link_bytes_per_s"]
     assert 10_000 < link < 40_000, link  # 256 kbit/s is 32 kB/s
+
+
+@pytest.mark.parametrize("url,expected,tags", S.CLOCK_TARGETS, ids=[u for u, _, _ in S.CLOCK_TARGETS])
+def test_with_the_clock_a_year_off_certificates_are_judged_at_the_controls_time(lab_run, url, expected, tags):
+    row = _vantage_rows(lab_run, "clock")[url]
+    assert (row["verdict"], row["tags"]) == (expected, list(tags)), [e["text"] for e in row["evidence"]]
+
+
+def test_the_wrong_clock_is_warned_about(lab_run):
+    _vantage_rows(lab_run, "clock")
+    err = lab_run.vantage_probe["clock"].stderr
+    assert "clock is 365 days ahead of the control helper's" in err, err[-2000:]
+    shown = probe_cli("show", "--db", lab_run.vantage_db["clock"], "--json", "https://clock-site.lab.test/")
+    (t,) = [t for t in json.loads(shown.stdout)["local"]["tls"] if t["sni_role"] == "target"]
+    assert t["cert_valid"] == 1 and t["cert_checked_at"][:4] == time.strftime("%Y", time.gmtime()), t
 
 
 # --------------------------------------------------------------------------- raw evidence

@@ -16,7 +16,7 @@ import trustme
 
 __all__ = ["LabPKI", "CERT_KINDS"]
 
-CERT_KINDS = ("valid", "expired", "wrong_host", "unknown_ca")
+CERT_KINDS = ("valid", "current", "expired", "wrong_host", "unknown_ca")
 
 #: The only name in a ``wrong_host`` certificate.
 WRONG_HOST = "wrong.host.invalid"
@@ -32,6 +32,8 @@ class LabPKI:
     ``pki.server_context("site.lab.test", kind=...)``:
 
     * ``"valid"`` – a proper certificate for the names (a normal HTTPS site).
+    * ``"current"`` – valid, but only from 30 days ago to 60 days from now, as a real
+      site's is (a local clock a year off sees it expired).
     * ``"expired"`` – issued by the Lab CA but expired (a neglected site, or a
       badly-built interception box) → ``CERT_HAS_EXPIRED``.
     * ``"wrong_host"`` – issued by the Lab CA for ``wrong.host.invalid`` only
@@ -91,6 +93,13 @@ class LabPKI:
     def _issue(self, names: tuple[str, ...], kind: str) -> trustme.LeafCert:
         if kind == "valid":
             return self.ca.issue_cert(*names)
+        if kind == "current":
+            now = datetime.datetime.now(datetime.timezone.utc)
+            return self.ca.issue_cert(
+                *names,
+                not_before=now - datetime.timedelta(days=30),
+                not_after=now + datetime.timedelta(days=60),
+            )
         if kind == "expired":
             now = datetime.datetime.now(datetime.timezone.utc)
             return self.ca.issue_cert(
