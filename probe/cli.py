@@ -82,6 +82,9 @@ def main() -> None:
               help="Control helper (`probe control serve`, or ooni+https://HOST for an OONI test helper) on an "
                    "uncensored network; repeat to name fallbacks, used in order. [default: the list's "
                    "`# control:` header, else `probe config set control`]")
+@click.option("--no-portal-check", is_flag=True,
+              help="Do not check first for a captive portal (the check fetches the three portal-detection pages "
+                   "your operating system fetches too, and resolves two names that cannot exist).")
 @click.option("--no-control", is_flag=True,
               help="Measure without a control helper: failures a site that is down would also show are then "
                    "reported as \"can't tell\".")
@@ -123,6 +126,7 @@ def run(
     targets_path: Path | None,
     db_path: Path,
     control_urls: tuple[str, ...],
+    no_portal_check: bool,
     no_control: bool,
     concurrency: int,
     max_runtime: str | None,
@@ -154,7 +158,7 @@ def run(
     if resume:
         if targets_path is not None or list_only:
             fail("--resume continues a stored run; it takes no --targets or --list")
-        _resume(db_path, run_id, list(control_urls), no_control, concurrency, runtime, json_logs)
+        _resume(db_path, run_id, list(control_urls), no_control, concurrency, runtime, json_logs, no_portal_check)
         return
 
     path = targets_path or DEFAULT_TARGETS
@@ -198,6 +202,7 @@ def run(
                 config=config,
                 control_urls=controls,
                 control_source=source,
+                portal_check=not no_portal_check,
                 doh_url=None if no_doh else doh_url,
                 cc=cc,
                 asn=asn,
@@ -310,7 +315,7 @@ def _print_list(targets, json_logs: bool) -> None:
 
 
 def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, concurrency: int,
-            runtime: float | None, json_logs: bool) -> None:
+            runtime: float | None, json_logs: bool, no_portal_check: bool = False) -> None:
     if not db_path.exists():
         fail(f"{db_path}: no such database; nothing to resume")
     db = open_db_or_fail(db_path, create=False)
@@ -322,6 +327,13 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
     except PlanError as exc:
         fail(str(exc))
     config = config_from_json(run_row["config"])
+    if not no_portal_check:
+        from .plan import refuse_portal
+
+        try:
+            asyncio.run(refuse_portal(config))
+        except PlanError as exc:
+            fail(str(exc))
     urls = [] if no_control else (control_urls or config.controls
                                   or ([run_row["control_url"]] if run_row["control_url"] else []))
     controls = []

@@ -102,6 +102,25 @@ async def check_controls(urls: list[str], ca_file: str | None, timeout: float = 
     return working, problems
 
 
+async def _none() -> None:
+    return None
+
+
+async def _nothing() -> tuple[list, list]:
+    return [], []
+
+
+async def refuse_portal(config: ProbeConfig) -> None:
+    """PlanError when this network is behind a captive portal: measured from behind
+    one, every site would look blocked (by the portal, not a censor)."""
+    from .portal import check_portal
+
+    found = await check_portal(config)
+    if found.portal:
+        raise PlanError(f"this network is behind a captive portal ({found.reason}): log in with a browser first, "
+                        "or use another network, then run again; nothing was measured")
+
+
 # Below this the notice calls the link slow (2 MiB, the body cap, takes over 10 s).
 SLOW_LINK_BYTES_PER_S = 200_000
 
@@ -162,6 +181,7 @@ async def plan_new_run(
     lookup: bool,
     store_ip: bool,
     control_source: str | None = None,
+    portal_check: bool = True,
     lookup_fn=lookup_vantage,
 ) -> RunPlan:
     """Preflight checks and the run record. Raises PlanError for an unusable setup."""
@@ -170,11 +190,12 @@ async def plan_new_run(
     vantage_task = asyncio.ensure_future(lookup_fn()) if lookup and not (cc and asn) else None
     controls: list[HelperInfo] = []
     try:
-        if control_urls:
-            controls, problems = await check_controls(control_urls, config.ca_file)
-            if not controls:
-                raise PlanError(unreachable_message(problems))
-            notes += [f"control helper skipped: {p}" for p in problems]
+        portal, (controls, problems) = await asyncio.gather(
+            refuse_portal(config) if portal_check else _none(),
+            check_controls(control_urls, config.ca_file) if control_urls else _nothing())
+        if control_urls and not controls:
+            raise PlanError(unreachable_message(problems))
+        notes += [f"control helper skipped: {p}" for p in problems]
     except BaseException:
         for t in (doh_check, vantage_task):
             if t is not None:

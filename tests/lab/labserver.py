@@ -9,6 +9,7 @@ serves ``site_app`` itself). CONFIG::
                "binds": [{"ip": IP, "port": 80}, {"ip": IP, "port": 443, "cert": PEM}]},
               {"kind": "page", "status": 200, "body": TEXT, "binds": [...]},
               {"kind": "redirect", "location": "http://x/?url={host}", "binds": [...]},
+              {"kind": "portal", "title": T, "host": H, "binds": [...]},  (a captive portal)
               ...]}
 
 A bind with ``"cert"`` serves TLS with that PEM (key and chain); ``"sni_certs"``
@@ -86,6 +87,17 @@ def _app(spec: dict) -> web.Application:
             return web.Response(status=spec.get("status", 200), body=body, headers=headers)
 
         handler = page
+    elif kind == "portal":
+        login = f"<!DOCTYPE html><html><head><title>{spec['title']}</title></head><body><form>room, name</form>" \
+                "</body></html>"
+
+        async def portal(request: web.Request) -> web.Response:
+            if request.path == "/login":
+                return web.Response(status=200, text=login, headers=headers)
+            where = f"http://{spec['host']}/login?orig={request.host}"
+            return web.Response(status=302, headers={**headers, "Location": where}, body=b"")
+
+        handler = portal
     elif kind == "redirect":
         async def redirect(request: web.Request) -> web.Response:
             host = (request.host or "").split(":")[0]

@@ -546,6 +546,9 @@ PORTAL_TITLE = "Hotel Wi-Fi: please log in"
 VANTAGES: tuple[Vantage, ...] = (
     Vantage("slow", 5, f"a volunteer on a {SLOW_RATE} link that loses {SLOW_LOSS:.0%} of packets: large pages "
                        "are still arriving when their deadline comes", rate=SLOW_RATE, loss=SLOW_LOSS),
+    Vantage("hotel", 6, "a hotel's Wi-Fi before logging in: its resolver answers every name with the portal's "
+                        "address, every plain-HTTP request is sent to the login page, nothing else gets out",
+            portal=True),
 )
 VANTAGE_NAMES = tuple(v.name for v in VANTAGES)
 

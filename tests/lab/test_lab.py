@@ -102,16 +102,19 @@ def lab_run(tmp_path_factory):
         slow_targets.write_text("".join(url + "\n" for url, _, _ in S.SLOW_TARGETS))
         clock_targets = workdir / "clock-targets.txt"
         clock_targets.write_text("".join(url + "\n" for url, _, _ in S.CLOCK_TARGETS))
-        vantage_dbs = {"slow": str(workdir / "slow.db"), "clock": str(workdir / "clock.db")}
+        vantage_dbs = {"slow": str(workdir / "slow.db"), "clock": str(workdir / "clock.db"),
+                       "hotel": str(workdir / "hotel.db")}
         t = time.monotonic()
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             with_control = pool.submit(lab.run_probe, db, timeout=300)
             without = pool.submit(lab.run_probe, bare, control=False, timeout=300)
             slow = pool.submit(lab.run_probe, vantage_dbs["slow"], role="slow", targets=slow_targets, timeout=300)
             clock = pool.submit(lab.run_probe, vantage_dbs["clock"], targets=clock_targets, timeout=300,
                                 wrapper=("faketime", "-f", S.CLOCK_OFFSET))
+            # the hotel volunteer has set a control helper, as users do once
+            hotel = pool.submit(lab.run_probe, vantage_dbs["hotel"], role="hotel", timeout=120)
             probe, bare_probe = with_control.result(), without.result()
-            vantage_probe = {"slow": slow.result(), "clock": clock.result()}
+            vantage_probe = {"slow": slow.result(), "clock": clock.result(), "hotel": hotel.result()}
         timings["probe"] = round(time.monotonic() - t, 1)
         run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe,
                      vantage_probe=vantage_probe, vantage_db=vantage_dbs)
@@ -120,7 +123,8 @@ def lab_run(tmp_path_factory):
         if bare_probe.returncode == 0:
             run.nocontrol_report, _ = _report(bare)
         for name, p in vantage_probe.items():
-            run.vantage_report[name] = _report(vantage_dbs[name])[0] if p.returncode == 0 else None
+            if name != "hotel":
+                run.vantage_report[name] = _report(vantage_dbs[name])[0] if p.returncode == 0 else None
         yield run
     finally:
         lab.down()
@@ -220,6 +224,17 @@ def test_the_slow_link_was_measured_and_said(lab_run):
     (run,) = json.loads(speed.stdout)
     link = json.loads(run["config"])["link_bytes_per_s"]
     assert 10_000 < link < 40_000, link  # 256 kbit/s is 32 kB/s
+
+
+def test_behind_a_captive_portal_the_run_stops_with_one_line(lab_run):
+    p = lab_run.vantage_probe["hotel"]
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: this network is behind a captive portal"), lines
+    assert f"http://{S.PORTAL_HOST}/login" in lines[0] and "nothing was measured" in lines[0]
+    assert "Traceback" not in p.stderr
+    rows = probe_cli("show", "--db", lab_run.vantage_db["hotel"], "--json")
+    assert json.loads(rows.stdout or "[]") == []  # no run was started
 
 
 @pytest.mark.parametrize("url,expected,tags", S.CLOCK_TARGETS, ids=[u for u, _, _ in S.CLOCK_TARGETS])

@@ -514,6 +514,14 @@ class Lab:
              "binds": [{"ip": S.MITM_IP, "port": 443, "cert": self._certs[("*", "unknown_ca")],
                         "sni_certs": forged}]},
         ])
+        # The hotels' captive portals: a resolver that answers every name with the
+        # portal, and the portal's web server (the ISP sends their port 80 there).
+        for v in S.VANTAGES:
+            if v.portal:
+                self._dnsmasq("isp", f"portaldns-{v.name}", v.isp_ip, [f"address=/#/{v.isp_ip}"])
+                self._labserver("isp", f"portal-{v.name}", [
+                    {"kind": "portal", "title": S.PORTAL_TITLE, "host": S.PORTAL_HOST,
+                     "binds": [{"ip": v.isp_ip, "port": 80}]}])
         # The ISP's resolver, with the censor's lies.
         self._dnsmasq("isp", "resolver", [S.ISP_VOL_IP, *(v.isp_ip for v in S.VANTAGES if not v.portal)],
                       [f"server={S.AUTH_DNS_IP}", *S.isp_dns_lines(self.scenarios)])

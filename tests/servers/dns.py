@@ -146,8 +146,9 @@ class DnsServer:
         async with DnsServer({"site.lab.test": Answer(a=["127.0.0.2"])}) as srv:
             ...  # point the probe at srv.address
 
-    Names are matched case-insensitively and exactly (no suffix/wildcard
-    matching); unknown names get NXDOMAIN. ``srv.queries`` records every query
+    Names are matched case-insensitively and exactly (no suffix matching);
+    unknown names get the ``"*"`` entry if there is one (a resolver that answers
+    every name, as a captive portal's does), else NXDOMAIN. ``srv.queries`` records every query
     received as ``(qname, qtype)`` with the qname lower-cased and without the
     trailing dot, e.g. ``("site.lab.test", "A")``.
     """
@@ -209,7 +210,7 @@ class DnsServer:
         qname = _norm(q.name.to_text())
         qtype = dns.rdatatype.to_text(q.rdtype)
         self.queries.append((qname, qtype))
-        behaviour = self.zone.get(qname, NXDOMAIN)
+        behaviour = self.zone.get(qname, self.zone.get("*", NXDOMAIN))
         self._spawn(self._respond(behaviour, query, addr))
 
     def _spawn(self, coro) -> None:
