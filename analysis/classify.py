@@ -37,6 +37,15 @@ def _is_down(f: LayerFinding) -> bool:
 
 def classify(m: Measurement, ctx: Context | None = None) -> Verdict:
     verdict = _classify(m, ctx)
+    if m.network_changed:
+        # half measured on one network, half on another: what failed may be the move
+        verdict.tags.append("network_changed")
+        verdict.evidence.append(Evidence(
+            "this computer's network changed while this was measured (it was measured again on the new network): "
+            "what it shows mixes two networks", {"network_epoch": m.network_epoch}))
+        if verdict.blocked:
+            verdict.blocked = None
+            verdict.confidence = round(verdict.confidence * 0.5, 3)
     checked = sorted({t.cert_checked_at for t in m.tls if t.cert_checked_at})
     if checked:
         verdict.tags.append("clock_skew")

@@ -185,6 +185,8 @@ def run(
         http_timeout=base.http_timeout * scale,
         control_timeout=base.control_timeout * scale,
         resolvers=_resolver_list(resolver) if resolver else system_resolvers(),
+        resolvers_from_system=not resolver,
+        vantage_lookup=not no_vantage_lookup,
         system_resolver=system_resolver,
         dns_late_window=dns_wait,
         ca_file=ca_file,
@@ -371,6 +373,31 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         if not json_logs:
             click.echo(f"control helper {old} stopped answering; using {new}", err=True)
 
+    current = {"run": run_row}
+
+    async def measure_all(control) -> list:
+        """Run after run: when this computer's network changes, what is left continues
+        as a new run for the new network."""
+        from .plan import next_run_after_change
+
+        summaries = []
+        while True:
+            row = current["run"]
+            summary = await run_targets(db, row["run_id"], config, control=control, concurrency=concurrency,
+                                        reporter=reporter, max_runtime=runtime)
+            summaries.append(summary)
+            if summary.status != "network_changed":
+                return summaries
+            new_row = await next_run_after_change(row, config, summary.network_change)
+            moved = store.split_run(db, row["run_id"], new_row)
+            current["run"] = new_row
+            say = (f"this computer's network changed ({', '.join(summary.network_change)}): run {row['run_id'][:8]} "
+                   f"ends here ({summary.marked} measurements were in flight and are marked); {moved} targets "
+                   f"continue as run {new_row['run_id'][:8]} on the new network")
+            click.echo(json.dumps({"event": "network_changed", "run_id": row["run_id"], "next_run_id": new_row["run_id"],
+                                   "changed": summary.network_change, "marked": summary.marked, "moved": moved})
+                       if json_logs else say, err=not json_logs)
+
     async def go():
         if controls:
             from .control import ControlChain, ControlClient
@@ -384,32 +411,31 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
                 client.use_grant(info.grant)
                 clients.append(client)
             async with ControlChain(clients, on_switch=switched) as chain:
-                return await run_targets(db, run_row["run_id"], config, control=chain,
-                                         concurrency=concurrency, reporter=reporter, max_runtime=runtime)
-        return await run_targets(db, run_row["run_id"], config, control=None,
-                                 concurrency=concurrency, reporter=reporter, max_runtime=runtime)
+                return await measure_all(chain)
+        return await measure_all(None)
 
     try:
-        summary = asyncio.run(go())
+        summaries = asyncio.run(go())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before handlers were installed
-        store.set_run_status(db, run_row["run_id"], "interrupted")
+        store.set_run_status(db, current["run"]["run_id"], "interrupted")
         click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     resume_hint = f"probe run --resume --db {db_path}"
-    if not json_logs:
-        line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"
-                f" in {summary.elapsed_s:.1f}s, {reporter.anomalies} with anomalies")
-        if summary.not_measured:
-            line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
-        click.echo(line, err=True)
-        _say_lost_controls(summary)
-    if summary.measured:
-        control_stats = {"retried": summary.controls_retried, "recovered": summary.controls_recovered,
-                         "lost": dict(summary.lost_controls)} if controls else None
-        _verdicts_of_run(db, db_path, run_row["run_id"], json_logs, control_stats)
+    for summary in summaries:
+        if not json_logs:
+            line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"
+                    f" in {summary.elapsed_s:.1f}s, {reporter.anomalies} with anomalies")
+            if summary.not_measured and summary.status != "network_changed":
+                line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
+            click.echo(line, err=True)
+            _say_lost_controls(summary)
+        if summary.measured:
+            control_stats = {"retried": summary.controls_retried, "recovered": summary.controls_recovered,
+                             "lost": dict(summary.lost_controls)} if controls else None
+            _verdicts_of_run(db, db_path, summary.run_id, json_logs, control_stats)
     if not json_logs:
         click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
-    if summary.status == "interrupted":
+    if summaries[-1].status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -141,6 +141,7 @@ class HelperConfig:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     max_pending_per_address: int = 16
+    calibration_bytes_per_minute: int = 8 * 1024 * 1024  # GET /v1/bytes, per client
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # timeouts, resolvers, ca_file
 
     def guard(self, ip: str) -> bool:
@@ -400,6 +401,7 @@ class _Limits:
         self.config = config
         self.slots = slots or config.global_concurrency
         self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+        self.byte_buckets: dict[str, tuple[float, float]] = {}  # the same, for calibration bytes
         self.active: dict[str, int] = {}
         self.in_flight = 0
 
@@ -431,6 +433,24 @@ class _Limits:
         self.active[key] = self.active.get(key, 0) + 1
         self.in_flight += 1
         self._prune(now, capacity, rate)
+
+    def take_bytes(self, key: str, n: int) -> None:
+        """Calibration downloads have a budget of their own (bytes per minute per client),
+        apart from measurements: a probe's pacing of measurements stays exact."""
+        cfg = self.config
+        now = time.monotonic()
+        rate = cfg.calibration_bytes_per_minute / 60.0
+        capacity = float(cfg.calibration_bytes_per_minute)
+        tokens, last = self.byte_buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
+        if tokens < n:
+            self.byte_buckets[key] = (tokens, now)
+            raise self._refused(429, "calibration limit exceeded", (n - tokens) / rate)
+        self.byte_buckets[key] = (tokens - n, now)
+        if len(self.byte_buckets) > 4096:
+            for k, (t, last_seen) in list(self.byte_buckets.items()):
+                if t + (now - last_seen) * rate >= capacity:
+                    del self.byte_buckets[k]
 
     def release(self, key: str) -> None:
         self.in_flight -= 1
@@ -575,31 +595,26 @@ _CALIBRATION_CHUNK = bytes(range(256)) * 256  # 64 KiB
 
 async def _bytes(request: web.Request) -> web.StreamResponse:
     """``GET /v1/bytes?n=N``: N bytes (at most 2 MiB), for a probe to measure its own
-    link's speed against the same path its control answers take. Counted like a
-    measurement (per-client rate and concurrency)."""
+    link's speed against the same path its control answers take. Budgeted apart from
+    measurements: bytes per minute per client."""
     try:
         n = int(request.query.get("n", "262144"))
     except ValueError:
         raise RequestRefused(400, "n must be a number of bytes") from None
     if not 0 < n <= CALIBRATION_MAX:
         raise RequestRefused(400, f"n must be between 1 and {CALIBRATION_MAX}")
-    limits = request.app[LIMITS_KEY]
-    key = client_key(request.remote)
-    limits.acquire(key)
-    try:
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
-        resp.content_length = n
-        await resp.prepare(request)
-        left = n
-        async with asyncio.timeout(request.app[CONFIG_KEY].hard_timeout):
-            while left > 0:
-                chunk = _CALIBRATION_CHUNK[:left]
-                await resp.write(chunk)
-                left -= len(chunk)
-        await resp.write_eof()
-        return resp
-    finally:
-        limits.release(key)
+    request.app[LIMITS_KEY].take_bytes(client_key(request.remote), n)
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+    resp.content_length = n
+    await resp.prepare(request)
+    left = n
+    async with asyncio.timeout(request.app[CONFIG_KEY].hard_timeout):
+        while left > 0:
+            chunk = _CALIBRATION_CHUNK[:left]
+            await resp.write(chunk)
+            left -= len(chunk)
+    await resp.write_eof()
+    return resp
 
 
 async def _ooni_hello(request: web.Request) -> web.Response:

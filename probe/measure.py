@@ -68,6 +68,10 @@ class ProbeConfig:
     # this computer's download speed from the control helper, bytes/s: analysis tells a
     # slow link (every large page slow) from one site throttled
     link_bytes_per_s: float | None = None
+    # what a run that continues after a network change needs to know: whether the
+    # resolvers are this computer's (read again then) and the network may be looked up
+    resolvers_from_system: bool = True
+    vantage_lookup: bool = True
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(

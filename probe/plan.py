@@ -259,6 +259,37 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} seconds"
 
 
+async def next_run_after_change(old: dict[str, Any], config: ProbeConfig, what: list[str],
+                                lookup_fn=lookup_vantage) -> dict[str, Any]:
+    """The run that continues ``old`` on the network this computer has moved to: the
+    same list and configuration, this computer's resolvers read again, the country and
+    network looked up again when allowed (a --cc/--asn given for the first network is
+    not carried over)."""
+    if config.resolvers_from_system:
+        from .dns import system_resolvers
+
+        config.resolvers = system_resolvers()
+    vantage = await lookup_fn() if config.vantage_lookup else Vantage()
+    notes = [f"continues run {old['run_id'][:8]}: this computer's network changed during it "
+             f"({', '.join(what) or 'route'}); what was in flight then is measured again here"]
+    if not (vantage.cc or vantage.asn):
+        notes.append("country and network of this run unknown (those of the first network are not carried over)")
+    return {
+        **old,
+        "run_id": new_id(),
+        "started_at": utcnow(),
+        "finished_at": None,
+        "status": "running",
+        "cc": vantage.cc,
+        "asn": vantage.asn,
+        "network_name": vantage.network_name,
+        "resolvers": json.dumps(config.resolvers),
+        "probe_ip": vantage.ip if old.get("probe_ip") else None,
+        "config": config_to_json(config),
+        "notes": json.dumps(notes),
+    }
+
+
 def _norm_asn(asn: str | None) -> str | None:
     if not asn:
         return None

@@ -179,6 +179,10 @@ class Measurement:
     control: ControlResult | None = None
     addresses: list[str] = field(default_factory=list)  # what TCP/TLS/HTTP were tried on
     measurement_id: str = field(default_factory=new_id)
+    # the run's n-th network this was measured on (probe.netwatch), and whether the
+    # network changed while it was in flight (it then mixes two networks)
+    network_epoch: int | None = None
+    network_changed: bool = False
 
 
 def to_jsonable(obj: Any) -> Any:

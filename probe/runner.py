@@ -22,6 +22,7 @@ import sqlite_utils
 from . import store
 from .control import TRANSIENT
 from .measure import Contexts, Control, ProbeConfig, measure_url
+from .netwatch import NetworkWatch
 from .records import Measurement
 
 
@@ -37,11 +38,13 @@ class RunSummary:
     run_id: str
     measured: int = 0
     not_measured: int = 0
-    status: str = "finished"  # finished | interrupted | timed_out
+    status: str = "finished"  # finished | interrupted | timed_out | network_changed
     elapsed_s: float = 0.0
     cancelled_urls: list[str] = field(default_factory=list)
     controls_retried: int = 0  # control answers lost for a passing reason, asked again at the end
     controls_recovered: int = 0  # ... and got that time
+    network_change: list[str] = field(default_factory=list)  # what changed (words), when the run stopped for it
+    marked: int = 0  # measurements in flight while the network changed
     lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
 
 
@@ -85,13 +88,27 @@ async def run_targets(
     targets = _paged_targets(db, run_id)
     in_flight: dict[asyncio.Task, str] = {}
     stop = asyncio.Event()
+    watch = NetworkWatch(network_anchors(config))
 
-    def request_stop(status: str) -> None:
+    def request_stop(status: str, cancel: bool = True) -> None:
         if not stop.is_set():
             summary.status = status
             stop.set()
-            for task in list(in_flight):
-                task.cancel()
+            if cancel:
+                for task in list(in_flight):
+                    task.cancel()
+
+    def network_moved() -> None:
+        """Stop handing out targets; those in flight finish (and are marked), the
+        caller continues the run on the new network."""
+        if watch.check():
+            summary.network_change = watch.changes[-1].what
+            request_stop("network_changed", cancel=False)
+
+    async def watching() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(WATCH_INTERVAL)
+            network_moved()
 
     handlers: list[int] = []
     if install_signal_handlers:
@@ -108,12 +125,16 @@ async def run_targets(
             target = next(targets, None)
             if target is None:
                 return
+            epoch = watch.epoch
             task = asyncio.ensure_future(
                 measure_url(target.url, config, contexts=contexts, control=control, category=target.category)
             )
             in_flight[task] = target.url
             try:
                 m = await task
+                network_moved()
+                m.network_epoch, m.network_changed = epoch, watch.epoch != epoch
+                summary.marked += m.network_changed
             except asyncio.CancelledError:
                 summary.cancelled_urls.append(target.url)
                 reporter.cancelled(target.url)
@@ -126,6 +147,7 @@ async def run_targets(
             summary.measured += 1
             reporter.measured(m)
 
+    watcher = asyncio.ensure_future(watching())
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         if control is not None and not stop.is_set():
@@ -133,6 +155,7 @@ async def run_targets(
             budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
             await retry_lost_controls(db, run_id, control, budget, summary)
     finally:
+        watcher.cancel()
         if timer is not None:
             timer.cancel()
         for sig in handlers:
@@ -143,12 +166,24 @@ async def run_targets(
     summary.not_measured = left["pending"] + left["not_measured"]
     if summary.status == "finished" and summary.not_measured:
         summary.status = "interrupted"
-    store.set_run_status(db, run_id, summary.status)
+    if summary.status != "network_changed":  # that run is split by the caller
+        store.set_run_status(db, run_id, summary.status)
     if control is not None:
         summary.lost_controls = Counter(r["reason"] or "unknown" for r in store.lost_controls(db, run_id))
     summary.elapsed_s = round(loop.time() - t0, 3)
     reporter.finished(summary)
     return summary
+
+
+# How often the network is looked at between measurements (it is also looked at as each
+# measurement ends): a few syscalls and two small file reads.
+WATCH_INTERVAL = 1.0
+
+
+def network_anchors(config: ProbeConfig) -> list[str]:
+    """What the network watch asks the route towards: the resolvers and the sink (the
+    control helper's address, when there is one)."""
+    return [*config.resolvers, *([config.dns_sink] if config.dns_sink else [])]
 
 
 async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: Control, budget: float,

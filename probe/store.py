@@ -72,7 +72,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
             "url": str,
             "category": str,
             "note": str,
-            "status": str,  # pending | done | not_measured
+            "status": str,  # pending | done | not_measured | moved (to the run after a network change)
             "measurement_id": str,
         },
         pk=("run_id", "url"),
@@ -419,6 +419,27 @@ def set_run_status(db: sqlite_utils.Database, run_id: str, status: str, *, finis
         db["runs"].update(run_id, {"status": status, "finished_at": utcnow() if finished else None})
 
 
+def split_run(db: sqlite_utils.Database, old_run_id: str, new_run: dict[str, Any]) -> int:
+    """The network changed during a run: a new run (``new_run``, for the new network)
+    takes over what the old one had not measured, and the targets measured while the
+    network was changing, to be measured again; the old run ends. Returns how many
+    targets moved."""
+    with db.atomic():
+        rows = list(db.query(
+            """select t.url, t.category, t.note from run_targets t
+               left join measurements m on m.measurement_id = t.measurement_id
+               where t.run_id = ? and (t.status != 'done' or m.network_changed = 1) order by t.position""",
+            [old_run_id]))
+        db["runs"].insert(new_run)
+        db["run_targets"].insert_all(
+            ({"run_id": new_run["run_id"], "position": i, "url": r["url"], "category": r["category"],
+              "note": r["note"], "status": "pending", "measurement_id": None} for i, r in enumerate(rows)),
+            batch_size=500)
+        db.execute("update run_targets set status = 'moved' where run_id = ? and status != 'done'", [old_run_id])
+        db["runs"].update(old_run_id, {"status": "finished", "finished_at": utcnow()})
+    return len(rows)
+
+
 def mark_not_measured(db: sqlite_utils.Database, run_id: str, urls: Iterable[str]) -> None:
     """Targets cancelled in flight (max runtime, Ctrl-C): left for --resume."""
     with db.atomic():
@@ -572,6 +593,8 @@ def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> 
                 "addresses": _j(m.addresses),
                 "control_url": c.control_url if c else None,
                 "control_failure": c.failure if c else None,
+                "network_epoch": m.network_epoch,
+                "network_changed": int(m.network_changed),
             }
         )
         _insert_side(db, mid, "local", m.dns, m.tcp, m.tls, m.http)
@@ -761,7 +784,8 @@ def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurem
 
     m = Measurement(url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
                     started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
-                    duration_ms=raw["duration_ms"], addresses=raw["addresses"], measurement_id=raw["measurement_id"])
+                    duration_ms=raw["duration_ms"], addresses=raw["addresses"], measurement_id=raw["measurement_id"],
+                    network_epoch=raw.get("network_epoch"), network_changed=bool(raw.get("network_changed")))
     m.dns, m.tcp, m.tls, m.http = side(raw["local"])
     cr = raw["control_result"]
     if cr is not None:

@@ -650,3 +650,11 @@ def test_a_system_resolver_that_timed_out_while_a_direct_query_answered_is_the_l
     v = verdict(measurement(dns=[dns(answers=(), failure=F.DNS_NXDOMAIN), direct],
                             tls=[], http=[http(status=None, failure=F.NO_ADDRESSES)]))
     assert v.verdict == "dns.nxdomain"
+
+
+def test_a_measurement_across_a_network_change_cannot_say_blocked():
+    m = measurement(tcp=[tcp(failure=F.GENERIC_TIMEOUT)], tls=[], http=[http(status=None, failure=F.GENERIC_TIMEOUT)])
+    m.network_changed, m.network_epoch = True, 0
+    v = verdict(m)
+    assert (v.verdict, v.blocked, v.tags) == ("tcp.timeout", None, ["network_changed"])
+    assert any("network changed" in e.text for e in v.evidence)

@@ -318,4 +318,13 @@ async def test_the_link_is_measured_against_the_helper(many_sites):
                 assert resp.status == 200 and len(await resp.read()) == 100000
             async with s.get(base + "/v1/bytes", params={"n": str(64 * 1024 * 1024)}) as resp:
                 assert resp.status == 400 and "between" in (await resp.json())["error"]
+            # calibration has a byte budget of its own (8 MiB a minute), apart from measurements
+            statuses = []
+            for _ in range(5):
+                async with s.get(base + "/v1/bytes", params={"n": str(2 * 1024 * 1024)}) as resp:
+                    statuses.append(resp.status)
+                    await resp.read()
+            assert statuses[-1] == 429 and "Retry-After" in resp.headers
+            async with s.get(base + "/health") as resp:
+                assert (await resp.json())["in_flight"] == 0
     assert speed is not None and speed > 1_000_000  # loopback: far beyond any home link

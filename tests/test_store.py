@@ -2,6 +2,8 @@
 
 import sqlite3
 
+from pathlib import Path
+
 import pytest
 
 from probe import store
@@ -53,32 +55,38 @@ def test_new_database_has_current_schema(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def _as_version_1(tmp_path, fill) -> Path:
+    """A database as version 1 of the schema held it: ``fill`` writes with today's code
+    into a current database, and only the columns version 1 had are copied over."""
+    current = store.open_db(tmp_path / "current.db")
+    fill(current)
+    old_path = tmp_path / "old.db"
+    old = store.open_db(old_path, upto=1)
+    assert store.schema_version(old) == 1
+    for table in ("runs", "run_targets", "measurements", "dns_queries", "dns_answers", "tcp_connects",
+                  "tls_handshakes", "http_requests", "control_results"):
+        cols = [c.name for c in old[table].columns]
+        rows = [dict(zip(cols, r)) for r in current.execute(f"select {', '.join(cols)} from {table}").fetchall()]
+        old[table].insert_all(rows)
+    current.conn.close()
+    old.conn.close()
+    return old_path
+
+
 def test_migration_from_version_1_keeps_data(tmp_path):
-    path = tmp_path / "old.db"
-    db = store.open_db(path, upto=1)
-    assert store.schema_version(db) == 1
-    run_id = _run(db, ["https://site.test/"])
     m = _measurement()
-    # a control answer and a handshake as version 1 stored them (no attempts, no reason;
-    # no cert_checked_at): today's writer knows only today's columns
-    control, m.control = m.control, None
-    handshakes, m.tls = m.tls, []
-    store.save_measurement(db, run_id, m)
-    for row in store._tls_rows(m.measurement_id, "local", handshakes):
-        row.pop("cert_checked_at")
-        db["tls_handshakes"].insert(row)
-    db["control_results"].insert({"measurement_id": m.measurement_id, "control_url": control.control_url,
-                                  "started_at": control.started_at, "duration_ms": 10.0, "failure": None,
-                                  "raw": "{}"})
-    db.conn.close()
+    path = _as_version_1(tmp_path, lambda db: store.save_measurement(db, _run(db, ["https://site.test/"]), m))
     db = store.open_db(path)
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert db["measurements"].count == 1
     assert any(i.columns == ["measurement_id"] for i in db["tcp_connects"].indexes)
-    # added columns read back as defaults: one attempt, no reason
+    # columns added since read back as what version 1 meant: one attempt, no reason, no
+    # network change, certificates judged at the local time
     loaded = store.load_measurement(db, m.measurement_id)
     assert loaded.control.attempts == 1 and loaded.control.reason is None
     assert loaded.tls and all(t.cert_checked_at is None for t in loaded.tls)
+    assert loaded.network_changed is False and loaded.network_epoch is None
+    assert [t.ip for t in loaded.tls] == [t.ip for t in m.tls]
 
 
 def test_replace_control_swaps_only_the_control_side(tmp_path):

@@ -549,7 +549,23 @@ VANTAGES: tuple[Vantage, ...] = (
     Vantage("hotel", 6, "a hotel's Wi-Fi before logging in: its resolver answers every name with the portal's "
                         "address, every plain-HTTP request is sent to the login page, nothing else gets out",
             portal=True),
+    Vantage("roam", 7, "a laptop on the censoring ISP (censored as vol is) that moves, half-way through its run, "
+                       "to another network (a second link straight to the open internet, another resolver)",
+            censored=True, second_net=8),
 )
+
+# What the roaming volunteer measures: the censored ones first, so that they are
+# measured on the censoring ISP before the move; after ROAM_SWITCH_AFTER measurements
+# the test moves it (route and resolver) to its second link.
+ROAM_TARGETS: tuple[str, ...] = (
+    "https://dns-nxdomain.lab.test/", "https://tls-reset.lab.test/", "http://http-blockpage.lab.test/",
+    "https://tcp-refused.lab.test/", "https://ok.lab.test/", "http://ok-http.lab.test/",
+    "http://dynamic-page.lab.test/dynamic", "https://redirect-away.lab.test/redirect-to?url=https://redirect-target.lab.test/",
+    *(f"https://slow-site.lab.test/slow?delay=2&n={i}" for i in range(16)),
+)
+ROAM_SWITCH_AFTER = 8
+ROAM_CENSORED = {"https://dns-nxdomain.lab.test/": "dns.nxdomain", "https://tls-reset.lab.test/": "tls.reset",
+                 "http://http-blockpage.lab.test/": "http.blockpage", "https://tcp-refused.lab.test/": "tcp.refused"}
 VANTAGE_NAMES = tuple(v.name for v in VANTAGES)
 
 # What the slow volunteer measures, and the verdict (and qualifiers) each must get.

@@ -77,6 +77,29 @@ class LabRun:
         return self.shown[url]
 
 
+def _move_when_measured(lab: Lab, db: str, count: int, deadline: float = 120) -> int:
+    """Move the roaming volunteer to its second link once its run has stored ``count``
+    measurements; returns how many there were at the move."""
+    import sqlite3
+
+    end = time.monotonic() + deadline
+    n = 0
+    while time.monotonic() < end:
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            try:
+                n = conn.execute("select count(*) from measurements").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            n = 0
+        if n >= count:
+            break
+        time.sleep(0.05)
+    lab.move_to_second_link("roam")
+    return n
+
+
 def _report(db: str) -> tuple[list[dict] | None, str | None]:
     analyze = probe_cli("analyze", "--db", db)
     if analyze.returncode != 0:
@@ -102,10 +125,12 @@ def lab_run(tmp_path_factory):
         slow_targets.write_text("".join(url + "\n" for url, _, _ in S.SLOW_TARGETS))
         clock_targets = workdir / "clock-targets.txt"
         clock_targets.write_text("".join(url + "\n" for url, _, _ in S.CLOCK_TARGETS))
+        roam_targets = workdir / "roam-targets.txt"
+        roam_targets.write_text("".join(url + "\n" for url in S.ROAM_TARGETS))
         vantage_dbs = {"slow": str(workdir / "slow.db"), "clock": str(workdir / "clock.db"),
-                       "hotel": str(workdir / "hotel.db")}
+                       "hotel": str(workdir / "hotel.db"), "roam": str(workdir / "roam.db")}
         t = time.monotonic()
-        with ThreadPoolExecutor(5) as pool:
+        with ThreadPoolExecutor(7) as pool:
             with_control = pool.submit(lab.run_probe, db, timeout=300)
             without = pool.submit(lab.run_probe, bare, control=False, timeout=300)
             slow = pool.submit(lab.run_probe, vantage_dbs["slow"], role="slow", targets=slow_targets, timeout=300)
@@ -113,8 +138,12 @@ def lab_run(tmp_path_factory):
                                 wrapper=("faketime", "-f", S.CLOCK_OFFSET))
             # the hotel volunteer has set a control helper, as users do once
             hotel = pool.submit(lab.run_probe, vantage_dbs["hotel"], role="hotel", timeout=120)
+            roam = pool.submit(lab.run_probe, vantage_dbs["roam"], role="roam", targets=roam_targets, timeout=300)
+            moved = pool.submit(_move_when_measured, lab, vantage_dbs["roam"], S.ROAM_SWITCH_AFTER)
             probe, bare_probe = with_control.result(), without.result()
-            vantage_probe = {"slow": slow.result(), "clock": clock.result(), "hotel": hotel.result()}
+            vantage_probe = {"slow": slow.result(), "clock": clock.result(), "hotel": hotel.result(),
+                             "roam": roam.result()}
+            timings["roam_moved_after"] = moved.result()
         timings["probe"] = round(time.monotonic() - t, 1)
         run = LabRun(lab, db, probe, timings, pids, nocontrol_db=bare, nocontrol_probe=bare_probe,
                      vantage_probe=vantage_probe, vantage_db=vantage_dbs)
@@ -123,7 +152,7 @@ def lab_run(tmp_path_factory):
         if bare_probe.returncode == 0:
             run.nocontrol_report, _ = _report(bare)
         for name, p in vantage_probe.items():
-            if name != "hotel":
+            if name != "hotel":  # the hotel's run never starts
                 run.vantage_report[name] = _report(vantage_dbs[name])[0] if p.returncode == 0 else None
         yield run
     finally:
@@ -224,6 +253,34 @@ def test_the_slow_link_was_measured_and_said(lab_run):
     (run,) = json.loads(speed.stdout)
     link = json.loads(run["config"])["link_bytes_per_s"]
     assert 10_000 < link < 40_000, link  # 256 kbit/s is 32 kB/s
+
+
+def test_a_network_change_mid_run_splits_the_run_and_marks_what_was_in_flight(lab_run):
+    p = lab_run.vantage_probe["roam"]
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "this computer's network changed (" in p.stderr, p.stderr[-2000:]
+    runs = json.loads(probe_cli("show", "--db", lab_run.vantage_db["roam"], "--json").stdout)
+    assert len(runs) == 2, runs
+    first, second = sorted(runs, key=lambda r: r["started_at"])
+    assert (first["cc"], first["asn"]) == ("ZZ", "AS64500")
+    # the --cc/--asn given were for the first network: the second is not labelled with them
+    assert (second["cc"], second["asn"]) == (None, None) and first["run_id"][:8] in second["notes"]
+    rows = lab_run.vantage_report["roam"]
+    by_run: dict[str, list[dict]] = {}
+    for r in rows:
+        by_run.setdefault(r["run_id"], []).append(r)
+    before = {r["url"]: r for r in by_run[first["run_id"]] if "network_changed" not in r["tags"]}
+    marked = [r for r in by_run[first["run_id"]] if "network_changed" in r["tags"]]
+    after = {r["url"]: r for r in by_run[second["run_id"]]}
+    # measured on the censoring ISP: its blocking, under its label
+    for url, verdict in S.ROAM_CENSORED.items():
+        assert before[url]["verdict"] == verdict and before[url]["blocked"] is True, before.get(url)
+    # what was in flight at the move is marked, never called blocked, and measured again
+    assert marked and all(r["blocked"] is not True for r in marked)
+    assert {r["url"] for r in marked} <= set(after)
+    # the new network (no censor): everything measured there works
+    assert all(r["verdict"] == "ok" for r in after.values()), {u: r["verdict"] for u, r in after.items()}
+    assert set(before) | set(after) == set(S.ROAM_TARGETS)
 
 
 def test_behind_a_captive_portal_the_run_stops_with_one_line(lab_run):

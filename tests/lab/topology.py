@@ -632,6 +632,18 @@ class Lab:
             "--lab-network", S.LAB_NETWORK, "--lab-network", S.LAB_NETWORK6, *extra,
         ]
 
+    def move_to_second_link(self, role: str) -> None:
+        """A vantage with a second link moves to it: its routes and its resolver (the
+        open internet's DNS), as a laptop that changes networks."""
+        v = next(x for x in S.VANTAGES if x.name == role)
+        gateway, dev = f"10.77.{v.second_net}.1", self.ifs[f"{v.name}_b"]
+        self._ip_batch(role, [f"route replace {S.LAB_NETWORK} via {gateway} dev {dev}",
+                              f"route replace {S.TEST_NET} via {gateway} dev {dev}"])
+        # written in place: `ip netns exec` bind-mounted this very file
+        with open(Path("/etc/netns") / self.ns[role] / "resolv.conf", "r+") as fh:
+            fh.truncate(0)
+            fh.write(f"nameserver {S.AUTH_DNS_IP}\noptions timeout:1 attempts:2\n")
+
     def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, role: str = "vol",
                   wrapper: tuple[str, ...] = (), **kw):
         """`probe run` inside a volunteer's namespace (by default over every scenario),
