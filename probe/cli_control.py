@@ -98,6 +98,14 @@ def control_group() -> None:
     help="Measurements in flight at once, all clients together; beyond it clients get 503 "
          "(lowered automatically when the file-descriptor limit is too small for it).",
 )
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    default=False,
+    help="A reverse proxy on this machine (e.g. Caddy or nginx, for TLS) forwards to the helper: each "
+         "client's limits follow the last X-Forwarded-For address the proxy sets, and the proxy's own "
+         "connections are not capped per address. Listen on 127.0.0.1 then.",
+)
 def serve(
     host: str,
     port: int,
@@ -109,6 +117,7 @@ def serve(
     rate_per_minute: int,
     burst: int,
     concurrency: int,
+    behind_proxy: bool,
 ) -> None:
     """Serve the control helper (GET /health, POST /v1/measure) until Ctrl-C or SIGTERM."""
     probe_config = ProbeConfig(ca_file=ca_file, system_resolver=system_resolver)
@@ -120,6 +129,7 @@ def serve(
         rate_per_minute=rate_per_minute,
         burst=burst,
         global_concurrency=concurrency,
+        behind_proxy=behind_proxy,
         probe=probe_config,
     )
     if not logging.getLogger().handlers:

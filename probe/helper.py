@@ -142,6 +142,10 @@ class HelperConfig:
     body_timeout: float = 10.0
     max_pending_per_address: int = 16
     calibration_bytes_per_minute: int = 8 * 1024 * 1024  # GET /v1/bytes, per client
+    # behind a reverse proxy on this machine (TLS in front): the client is the last
+    # address of X-Forwarded-For when the peer is loopback (the proxy); the proxy's own
+    # connections are not capped per address (it keeps its own header timeouts)
+    behind_proxy: bool = False
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # timeouts, resolvers, ca_file
 
     def guard(self, ip: str) -> bool:
@@ -394,6 +398,25 @@ def client_key(remote: str | None) -> str:
     return str(addr)
 
 
+def client_of(request: web.Request, config: HelperConfig) -> str:
+    """The client's key (IP, or /64) for its limits: behind our own reverse proxy, the
+    address the proxy says it forwards for."""
+    remote = request.remote
+    if config.behind_proxy and is_loopback(remote):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.split(",")[-1].strip() if forwarded else ""
+        if _canonical(last):
+            remote = last
+    return client_key(remote)
+
+
+def is_loopback(ip: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((ip or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class _Limits:
     """Token bucket and concurrency per client, plus the global in-flight count."""
 
@@ -548,7 +571,7 @@ async def measure_within_limits(request: web.Request, url: str, addresses: list[
     """One measurement under the client's and the helper's limits and the hard timeout."""
     config = request.app[CONFIG_KEY]
     limits = request.app[LIMITS_KEY]
-    key = client_key(request.remote)
+    key = client_of(request, config)
     limits.acquire(key)
     try:
         try:
@@ -603,7 +626,7 @@ async def _bytes(request: web.Request) -> web.StreamResponse:
         raise RequestRefused(400, "n must be a number of bytes") from None
     if not 0 < n <= CALIBRATION_MAX:
         raise RequestRefused(400, f"n must be between 1 and {CALIBRATION_MAX}")
-    request.app[LIMITS_KEY].take_bytes(client_key(request.remote), n)
+    request.app[LIMITS_KEY].take_bytes(client_of(request, request.app[CONFIG_KEY]), n)
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
     resp.content_length = n
     await resp.prepare(request)

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .helper import GUARD_KEY, HelperConfig, client_key, make_app
+from .helper import GUARD_KEY, HelperConfig, client_key, is_loopback, make_app
 
 # File descriptors one measurement may hold at once: DNS sockets, a connect per address
 # and port, TLS handshakes, the fetch. Measurement slots are sized from this, so that
@@ -98,7 +98,8 @@ class ConnectionGuard:
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
         key = client_key(str(peer[0]) if peer else None)
-        if self.pending.get(key, 0) >= self.config.max_pending_per_address:
+        proxy = self.config.behind_proxy and is_loopback(str(peer[0]) if peer else None)
+        if not proxy and self.pending.get(key, 0) >= self.config.max_pending_per_address:
             return self._refuse(transport)
         if len(self.conns) >= self.max_connections and not self._evict_oldest_pending():
             return self._refuse(transport)

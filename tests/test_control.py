@@ -593,3 +593,19 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_behind_a_proxy_limits_follow_the_forwarded_client(site) -> None:
+    """Two volunteers through one reverse proxy (127.0.0.1) are two clients."""
+    from probe.helper_server import serve_helper
+
+    config = HelperConfig(allow_private=True, behind_proxy=True, burst=1, rate_per_minute=1, probe=lab_config())
+    async with serve_helper(config) as helper, aiohttp.ClientSession() as s:
+        base = f"http://127.0.0.1:{helper.port}/v1/measure"
+        payload = {"url": f"http://127.0.0.1:{site}/"}
+        statuses = []
+        for forwarded in ("203.0.113.5", "198.51.100.7", "203.0.113.5"):
+            async with s.post(base, json=payload, headers={"X-Forwarded-For": f"10.0.0.1, {forwarded}"}) as resp:
+                statuses.append(resp.status)
+    # one a minute each: the first request of each volunteer passes, the second of the first does not
+    assert statuses == [200, 200, 429]
