@@ -113,11 +113,11 @@ def main() -> None:
 @click.option("--store-ip", is_flag=True, help="Store your public IP address with the run (off by default, for your safety).")
 @click.option("--json", "json_logs", is_flag=True, help="JSON lines on stdout, one event per line, for automation.")
 @click.option("--dns-wait", type=click.FloatRange(0, 10), default=1.0, show_default=True, metavar="SECONDS",
-              help="Keep listening this long for a second DNS reply to the same query (evidence of injection); "
-                   "overlaps the other steps, 0 turns it off.")
+              help="Listen this long for injected DNS replies (a second reply to the same query, a reply from "
+                   "the sink); overlaps the other steps, 0 turns both off.")
 @click.option("--dns-sink", default=None, metavar="IP",
               help="An address that runs no DNS server; each name is also asked there, and any answer "
-                   "is evidence of injection. [default: the control helper's address]")
+                   "is evidence of injection. [default: the control helper's address, else 192.0.2.53]")
 @click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
 @click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,

@@ -18,8 +18,14 @@ will poke at:
   ``refused_address`` rather than tried.
 * Requests are small and strictly validated; every refusal is a 4xx with a one-line
   JSON ``{"error": ...}``. Each client IP (each /64 for IPv6) has a token-bucket rate
-  and a concurrency limit; beyond a global number of measurements in flight everyone
-  gets 503 (oohelperd sheds load the same way). Every request has a hard deadline.
+  and a concurrency limit, published in /health and in every 429/503 (with
+  Retry-After) so that a probe keeps within them; beyond a global number of
+  measurements in flight everyone gets 503 (oohelperd sheds load the same way). A
+  body is read whole, under its own timeout, before a slot is taken; connections are
+  guarded before aiohttp sees them (``probe.helper_server``). Every request has a hard
+  deadline.
+* It also speaks OONI's web_connectivity test-helper protocol (``POST /``), so OONI
+  Probe users can use it too (``probe.ooni_th``).
 * No traceback ever reaches a client; unexpected errors are logged and answered 500.
 * It keeps nothing: no request log of URLs, and client IPs only in memory, in the rate
   limiter. (Volunteers in censored countries are the clients: what they test, and from
@@ -427,8 +433,6 @@ class _Limits:
         self.byte_buckets: dict[str, tuple[float, float]] = {}  # the same, for calibration bytes
         self.active: dict[str, int] = {}
         self.in_flight = 0
-
-    client_key = staticmethod(client_key)
 
     def _refused(self, status: int, reason: str, retry_after: float) -> RequestRefused:
         wait = max(1, math.ceil(retry_after))

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .helper import GUARD_KEY, HelperConfig, client_key, is_loopback, make_app
+from .helper import HelperConfig, client_key, is_loopback, make_app
 
 # File descriptors one measurement may hold at once: DNS sockets, a connect per address
 # and port, TLS handshakes, the fetch. Measurement slots are sized from this, so that
@@ -258,5 +258,3 @@ async def serve_helper(config: HelperConfig, host: str = "127.0.0.1", port: int 
         with contextlib.suppress(Exception):
             await asyncio.wait_for(listener.wait_closed(), 2)
 
-
-__all__ = ["GUARD_KEY", "Budget", "ConnectionGuard", "RunningHelper", "raise_fd_limit", "serve_helper"]

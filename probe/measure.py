@@ -141,7 +141,10 @@ async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[
 
 
 async def _sink_query(hostname: str, config: ProbeConfig):
-    q = await dnsstep.resolve_udp(hostname, "A", config.dns_sink, timeout=min(config.dns_timeout, 2.0))
+    # An injected reply comes within a round trip to the injector: the sink is listened
+    # to as long as second replies are (--dns-wait), overlapping the other steps.
+    q = await dnsstep.resolve_udp(hostname, "A", config.dns_sink,
+                                  timeout=min(config.dns_timeout, config.dns_late_window))
     q.engine = "sink"
     return q
 
@@ -276,7 +279,7 @@ async def measure_url(
         # other steps instead of holding up the DNS phase.
         sink_task = (
             asyncio.ensure_future(_sink_query(hostname, config))
-            if config.dns_sink and not dnsstep.is_ip(hostname)
+            if config.dns_sink and config.dns_late_window > 0 and not dnsstep.is_ip(hostname)
             else None
         )
         if sink_task is not None:

@@ -239,16 +239,22 @@ def _flaky_helper(config: HelperConfig, fail_first: int):
     return app
 
 
-async def test_lost_controls_are_asked_again_at_the_end_of_the_run(tmp_path, many_sites):
+async def run_with_flaky_helper(tmp_path, many_sites, count: int, fail_first: int, *extra: str):
+    """`probe run` over ``count`` sites against a helper whose first answers are 504s."""
     dns, web_site, names = many_sites
     targets = tmp_path / "targets.txt"
-    targets.write_text("".join(f"http://{n}:{web_site.port}/\n" for n in names[:5]))
+    targets.write_text("".join(f"http://{n}:{web_site.port}/\n" for n in names[:count]))
     db = tmp_path / "p.db"
-    async with WebServer(_flaky_helper(helper_config(dns), fail_first=3)) as helper:
+    async with WebServer(_flaky_helper(helper_config(dns), fail_first=fail_first)) as helper:
         rc, out, err = await probe("run", "--targets", str(targets), "--db", str(db),
                                    "--control", f"http://127.0.0.1:{helper.port}", "--resolver", dns.address,
-                                   "--lab-network", "127.0.0.0/8", *QUIET, timeout=120)
+                                   "--lab-network", "127.0.0.0/8", *extra, *QUIET, timeout=120)
     assert rc == 0, err
+    return db, out, err
+
+
+async def test_lost_controls_are_asked_again_at_the_end_of_the_run(tmp_path, many_sites):
+    db, _, err = await run_with_flaky_helper(tmp_path, many_sites, 5, 3)
     assert "3 answers were lost at first and asked again at the end; 3 came back" in err
     assert rows(db, "select count(*) from measurements where control_failure is not null") == [(0,)]
     assert sorted(r[0] for r in rows(db, "select attempts from control_results")) == [1, 1, 2, 2, 2]
@@ -257,15 +263,7 @@ async def test_lost_controls_are_asked_again_at_the_end_of_the_run(tmp_path, man
 
 
 async def test_lost_controls_are_counted_by_reason(tmp_path, many_sites):
-    dns, web_site, names = many_sites
-    targets = tmp_path / "targets.txt"
-    targets.write_text("".join(f"http://{n}:{web_site.port}/\n" for n in names[:4]))
-    db = tmp_path / "p.db"
-    async with WebServer(_flaky_helper(helper_config(dns), fail_first=1000)) as helper:
-        rc, out, err = await probe("run", "--targets", str(targets), "--db", str(db),
-                                   "--control", f"http://127.0.0.1:{helper.port}", "--resolver", dns.address,
-                                   "--lab-network", "127.0.0.0/8", "--json", *QUIET, timeout=120)
-    assert rc == 0, err
+    _, out, _ = await run_with_flaky_helper(tmp_path, many_sites, 4, 1000, "--json")
     verdicts = [json.loads(line) for line in out.splitlines() if '"verdicts"' in line][-1]
     assert verdicts["controls"] == {"retried": 4, "recovered": 0, "lost": {"measurement_timeout": 4}}
     assert "measurement_timeout" in REASONS

@@ -29,7 +29,7 @@ from probe.helper import HelperConfig
 from probe.helper_server import serve_helper
 from probe.measure import ProbeConfig
 from probe.ooni_th import THRequestError, parse_th_request, th_answer, th_request, th_response_to_control
-from probe.records import ControlResult, DnsAnswer, DnsQuery, HttpRequest, TcpConnect
+from probe.records import ControlResult, DnsQuery, HttpRequest, TcpConnect
 from servers import Answer, DnsServer, WebServer, site_app, unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
