@@ -444,12 +444,13 @@ def _say_lost_controls(summary) -> None:
 
     lost = sum(summary.lost_controls.values())
     if summary.controls_retried:
-        click.echo(f"control: {summary.controls_retried} answers were lost at first and asked again at the end; "
-                   f"{summary.controls_recovered} came back", err=True)
+        n = summary.controls_retried
+        click.echo(f"control: {n} {'answer was' if n == 1 else 'answers were'} lost at first and asked again at "
+                   f"the end; {summary.controls_recovered} came back", err=True)
     if lost:
         why = "; ".join(f"{n} {REASONS.get(r, r)}" for r, n in summary.lost_controls.most_common())
-        click.echo(f"control: {lost} sites have no control answer ({why}); their verdicts rest on local "
-                   "evidence only", err=True)
+        click.echo(f"control: {lost} {'site has' if lost == 1 else 'sites have'} no control answer ({why}); "
+                   f"{'its verdict rests' if lost == 1 else 'their verdicts rest'} on local evidence only", err=True)
 
 
 def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_stats: dict | None = None) -> None:
@@ -494,7 +495,8 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_st
     if unclear:
         why = ("there was no control answer for them" if control_stats is not None
                else "there was no control helper")
-        click.echo(f"  can't tell: {unclear} sites failed in ways censors use (refused, timed out, bad certificate, "
+        click.echo(f"  can't tell: {unclear} {'site' if unclear == 1 else 'sites'} failed in ways censors use "
+                   "(refused, timed out, bad certificate, "
                    f"no such name), but {why}, so they cannot be told from sites that are down for everyone. "
                    "To tell them apart, measure with a control helper: probe config set control URL "
                    "(ask your target list's maintainers for one), or --control URL", err=True)
