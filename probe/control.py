@@ -174,17 +174,23 @@ def split_control_url(url: str) -> tuple[str, str]:
 
 class _Pacer:
     """A token bucket on our side, mirroring the helper's, so that we never ask faster
-    than the grant; it is shared by every request to one helper."""
+    than the grant; it is shared by every request to one helper. It starts at the first
+    request (as the helper's does) and keeps a margin below the grant: our clock and
+    the helper's see each request a little apart."""
+
+    MARGIN = 0.9
 
     def __init__(self, rate_per_minute: float, burst: int):
-        self.rate = rate_per_minute / 60.0
-        self.capacity = float(max(1, burst))
+        self.rate = rate_per_minute / 60.0 * self.MARGIN
+        self.capacity = float(max(1, int(burst * self.MARGIN)))
         self.tokens = self.capacity
-        self.last = time.monotonic()
+        self.last: float | None = None
         self.lock = asyncio.Lock()
 
     async def take(self) -> None:
         async with self.lock:
+            if self.last is None:
+                self.last = time.monotonic()
             while True:
                 now = time.monotonic()
                 self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
