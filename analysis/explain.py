@@ -16,7 +16,7 @@ import sqlite_utils
 from probe import store
 
 from .report import version_key, evidence_lines, short_time
-from .verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, VERDICTS
+from .verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, TAGS, VERDICTS
 
 
 class NothingToExplain(Exception):
@@ -107,6 +107,7 @@ def explain_measurement(
         f"Meaning:     {meaning}",
         f"Blocked:     {_blocked_words(verdict, blocked, v['confidence'])}",
         f"Confidence:  {confidence_words(v['confidence'])}",
+        *(f"Note:        {TAGS[t][1]}" for t in json.loads(v.get("tags") or "[]") if t in TAGS),
         "",
         "Why:" if evidence else "Why: (no evidence lines recorded)",
         *(f"  {i}. {text}" for i, text in enumerate(evidence, 1)),

@@ -474,3 +474,16 @@ def test_explain_says_cant_tell_and_how_to_get_a_control(unclear_db):
 def test_a_heat_map_cell_that_cannot_tell_is_its_own_colour(unclear_db):
     chart = rep.heatmap_png(rep.collect([unclear_db]))
     assert "can't tell" in chart.verdicts and "tcp.refused" not in chart.verdicts
+
+
+def test_tags_are_shown_and_explained(tmp_path):
+    db = store.open_db(tmp_path / "tags.db")
+    run_id = _run(db, "BY", "AS6697", "Beltelecom", 5, ["https://nashaniva.com/"])
+    v = _verdict("tcp.timeout", 0.75, ["every IPv4 connect failed, while IPv6 works"])
+    v.tags = ["partial:ipv4"]
+    persist.save_verdicts(db, [(_measure(db, run_id, "https://nashaniva.com/", 5, 10), v)])
+    rows = rep.collect([db])
+    assert json.loads(rep.render_json(rows))[0]["tags"] == ["partial:ipv4"]
+    assert "tcp.timeout (IPv4 only)" in rep.render_markdown(rep.build_report(rows))
+    assert "Note:        only the IPv4 addresses" in explain(db, "nashaniva.com")
+    db.conn.close()
