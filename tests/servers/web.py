@@ -191,19 +191,18 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
         await asyncio.sleep(max(0.0, min(delay, 3600.0)))
         return _html(page, headers=site_headers)
 
-    async def cp1251(request: web.Request) -> web.Response:
-        body = (
-            '<!DOCTYPE html>\n<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
-            f"<title>{CP1251_TITLE_HTML}</title></head>\n<body><p>Навіны Беларусі</p></body></html>\n"
-        ).encode("cp1251")
-        return web.Response(body=body, headers={"Content-Type": "text/html"})
+    def windows_1251(page: str):
+        """A page in windows-1251 that says so only in its <meta> (no charset in the header)."""
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=page.encode("cp1251"), headers={"Content-Type": "text/html"})
+        return handler
 
-    async def blockpage_cp1251(request: web.Request) -> web.Response:
-        body = (
-            '<html><head><meta charset="windows-1251"></head><body><div class="exactCenter">'
-            f"{BLOCKPAGE_TEXT}</div></body></html>"
-        ).encode("cp1251")
-        return web.Response(body=body, headers={"Content-Type": "text/html"})
+    cp1251 = windows_1251(
+        '<!DOCTYPE html>\n<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+        f"<title>{CP1251_TITLE_HTML}</title></head>\n<body><p>Навіны Беларусі</p></body></html>\n")
+    blockpage_cp1251 = windows_1251(
+        '<html><head><meta charset="windows-1251"></head><body><div class="exactCenter">'
+        f"{BLOCKPAGE_TEXT}</div></body></html>")
 
     async def badutf8(request: web.Request) -> web.Response:
         body = (
