@@ -86,7 +86,7 @@ def _broken_families(db: sqlite_utils.Database, run_id: str) -> frozenset[int]:
            where m.run_id = ? group by m.measurement_id""", [run_id]))
     dual = [r for r in rows if r["v4"] and r["v6"]]
     out = set()
-    for fam, tried, ok, other in ((4, "v4", "v4ok", "v6ok"), (6, "v6", "v6ok", "v4ok")):
+    for fam, ok, other in ((4, "v4ok", "v6ok"), (6, "v6ok", "v4ok")):
         failing = sum(1 for r in dual if not r[ok] and r[other])
         if failing >= BROKEN_FAMILY_MIN and failing >= BROKEN_FAMILY_SHARE * len(dual):
             out.add(fam)

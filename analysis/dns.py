@@ -12,16 +12,12 @@ from __future__ import annotations
 from probe import failures as F
 
 from .verdicts import Evidence, LayerFinding, needs_control
-from .view import NO_RESPONSE, View
+from .view import NO_RESPONSE, View, family
 
 
 def _finding(rule: str, blocked: float, down: float, ok: float, verdict: str | None = None,
              *evidence: Evidence) -> LayerFinding:
     return LayerFinding("dns", blocked, down, ok, rule, verdict, list(evidence))
-
-
-def family(ip: str) -> int:
-    return 6 if ":" in ip else 4
 
 
 def _genuine(v: View, ip: str) -> bool:

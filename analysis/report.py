@@ -360,7 +360,9 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     counts_by_network: dict[str, dict[str, int]] = field(default_factory=dict)
     layers: dict[str, int] = field(default_factory=dict)
+    layers_by_network: dict[str, dict[str, int]] = field(default_factory=dict)
     cant_tell: int = 0
+    cant_tell_by_network: dict[str, int] = field(default_factory=dict)
     networks: list[Row] = field(default_factory=list)
     classifier_versions: list[str] = field(default_factory=list)
     first_measured: str | None = None
@@ -371,6 +373,9 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
     """Compute every structure from the rows; ``sources`` are the databases asked (also
     those that had nothing to contribute), for the header."""
     times = sorted((r["measured_at"] for r in rows if r.get("measured_at")), key=lambda t: _parse_time(t) or t)
+    by_network: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        by_network[network_of(r)].append(r)
     return Report(
         rows=rows,
         sources=list(sources) if sources is not None else sorted({r.get("db", "?") for r in rows}),
@@ -380,7 +385,9 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
         counts=method_counts(rows),
         counts_by_network=method_counts_by_network(rows),
         layers=layer_counts(rows),
+        layers_by_network={n: layer_counts(rs) for n, rs in by_network.items()},
         cant_tell=cant_tell_count(rows),
+        cant_tell_by_network={n: cant_tell_count(rs) for n, rs in by_network.items()},
         networks=networks(rows),
         classifier_versions=sorted({r["classifier_version"] for r in rows if r.get("classifier_version")},
                                    key=version_key),
@@ -541,19 +548,13 @@ def _counts_table(report: Report, Table: Any, Text: Any) -> Any:
     table.add_section()
     for layer, count in report.layers.items():
         table.add_row(Text(f"blocked at {layer}", style="bold"), str(count),
-                      *(str(_layer_count(report, n, layer)) for n in nets))
+                      *(str(report.layers_by_network[n].get(layer, 0)) for n in nets))
     if report.cant_tell:
         table.add_row(Text(CANT_TELL, style="yellow"), str(report.cant_tell),
-                      *(str(_cant_tell_in(report, n)) for n in nets))
+                      *(str(report.cant_tell_by_network[n]) for n in nets))
     return table
 
 
-def _layer_count(report: Report, network: str, layer: str) -> int:
-    return layer_counts(r for r in report.rows if network_of(r) == network).get(layer, 0)
-
-
-def _cant_tell_in(report: Report, network: str) -> int:
-    return cant_tell_count(r for r in report.rows if network_of(r) == network)
 
 
 # --- markdown --------------------------------------------------------------------------
@@ -604,10 +605,10 @@ def _counts_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
          *(report.counts_by_network[n].get(v, 0) for n in nets)]
         for v, c in report.counts.items()
     ]
-    body += [[f"blocked at {layer}", "", c, *(_layer_count(report, n, layer) for n in nets)]
+    body += [[f"blocked at {layer}", "", c, *(report.layers_by_network[n].get(layer, 0) for n in nets)]
              for layer, c in report.layers.items()]
     if report.cant_tell:
-        body.append([CANT_TELL, "", report.cant_tell, *(_cant_tell_in(report, n) for n in nets)])
+        body.append([CANT_TELL, "", report.cant_tell, *(report.cant_tell_by_network[n] for n in nets)])
     return header, body
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from probe import failures as F
 
 from .verdicts import Evidence, LayerFinding, needs_control
-from .view import View
+from .view import View, family
 
 RESET_LIKE = {F.CONNECTION_RESET, F.EOF}
 VERDICT_FOR = {
@@ -51,10 +51,6 @@ def _payload_reset_everywhere(v: View, reachable: list[str]) -> list[str]:
                 out.append(ip)
                 break
     return out
-
-
-def family(ip: str) -> int:
-    return 6 if ":" in ip else 4
 
 
 def _one_family_blocked(v: View, conns: list) -> LayerFinding | None:

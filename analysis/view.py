@@ -86,6 +86,11 @@ def addresses_of(queries: list[DnsQuery]) -> list[str]:
     return out
 
 
+def family(ip: str) -> int:
+    """4 or 6: what partial blocking is judged by, in DNS answers and connects alike."""
+    return 6 if ":" in ip else 4
+
+
 def host_of(address: str | None) -> str | None:
     """'1.2.3.4:80' / '[::1]:443' -> the IP."""
     if not address:

@@ -373,16 +373,15 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         if not json_logs:
             click.echo(f"control helper {old} stopped answering; using {new}", err=True)
 
-    current = {"run": run_row}
-
     async def measure_all(control) -> list:
         """Run after run: when this computer's network changes, what is left continues
-        as a new run for the new network."""
+        as a new run for the new network (``run_row`` is then that run)."""
         from .plan import next_run_after_change
 
+        nonlocal run_row
         summaries = []
         while True:
-            row = current["run"]
+            row = run_row
             summary = await run_targets(db, row["run_id"], config, control=control, concurrency=concurrency,
                                         reporter=reporter, max_runtime=runtime)
             summaries.append(summary)
@@ -390,7 +389,7 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
                 return summaries
             new_row = await next_run_after_change(row, config, summary.network_change)
             moved = store.split_run(db, row["run_id"], new_row)
-            current["run"] = new_row
+            run_row = new_row
             say = (f"this computer's network changed ({', '.join(summary.network_change)}): run {row['run_id'][:8]} "
                    f"ends here ({summary.marked} measurements were in flight and are marked); {moved} targets "
                    f"continue as run {new_row['run_id'][:8]} on the new network")
@@ -417,7 +416,7 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
     try:
         summaries = asyncio.run(go())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before handlers were installed
-        store.set_run_status(db, current["run"]["run_id"], "interrupted")
+        store.set_run_status(db, run_row["run_id"], "interrupted")
         click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     resume_hint = f"probe run --resume --db {db_path}"

@@ -228,7 +228,6 @@ class ControlClient:
         self.local_concurrency = concurrency
         self._slots = asyncio.Semaphore(self._in_flight_limit())
         self._pacer = _Pacer(self.grant.rate_per_minute, self.grant.burst)
-        self.info: HelperInfo | None = None
         self._circuit_open_until = 0.0
         self._alive_checked: tuple[float, bool] | None = None  # (when, answer) of the last /health
         self._alive_lock = asyncio.Lock()
@@ -336,10 +335,9 @@ class ControlClient:
             grant = Grant()  # OONI's helpers publish no limits: stay modest
             helper_time = None
         skew = _clock_skew(helper_time, headers.get("Date") if headers else None, rtt)
-        self.info = HelperInfo(self.url, self.protocol, grant, data.get("version") if isinstance(data, dict) else None,
-                               round(rtt * 1000, 1), skew, data if isinstance(data, dict) else {})
         self.use_grant(grant)
-        return self.info
+        return HelperInfo(self.url, self.protocol, grant, data.get("version") if isinstance(data, dict) else None,
+                          round(rtt * 1000, 1), skew, data if isinstance(data, dict) else {})
 
     async def link_speed(self, budget: float = 4.0) -> float | None:
         """This computer's download speed (bytes/s) from the helper: what a page from the
@@ -521,10 +519,6 @@ class ControlChain:
     @property
     def url(self) -> str:
         return self.clients[self.active].url
-
-    @property
-    def grant(self) -> Grant:
-        return self.clients[self.active].grant
 
     async def __aenter__(self) -> ControlChain:
         return self

@@ -423,14 +423,41 @@ def is_loopback(ip: str | None) -> bool:
         return False
 
 
+class _Buckets:
+    """One token bucket per client key: ``capacity`` tokens, refilled at ``per_minute``.
+    Forgets clients whose bucket has refilled, so memory stays bounded."""
+
+    def __init__(self, per_minute: float, capacity: float):
+        self.rate = per_minute / 60.0
+        self.capacity = float(max(capacity, 1))
+        self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def take(self, key: str, n: float = 1.0) -> float:
+        """Take ``n`` tokens: 0.0 when taken, else the seconds until they would be."""
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < n:
+            self.buckets[key] = (tokens, now)
+            return (n - tokens) / self.rate if self.rate > 0 else 60.0
+        self.buckets[key] = (tokens - n, now)
+        if len(self.buckets) > 4096:
+            for k, (t, seen) in list(self.buckets.items()):
+                if t + (now - seen) * self.rate >= self.capacity:
+                    del self.buckets[k]
+        return 0.0
+
+
 class _Limits:
     """Token bucket and concurrency per client, plus the global in-flight count."""
 
     def __init__(self, config: HelperConfig, slots: int | None = None):
         self.config = config
         self.slots = slots or config.global_concurrency
-        self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
-        self.byte_buckets: dict[str, tuple[float, float]] = {}  # the same, for calibration bytes
+        self.rate = _Buckets(config.rate_per_minute, config.burst)
+        # calibration downloads have a budget of their own, apart from measurements,
+        # so that a probe's pacing of measurements stays exact
+        self.bytes = _Buckets(config.calibration_bytes_per_minute, config.calibration_bytes_per_minute)
         self.active: dict[str, int] = {}
         self.in_flight = 0
 
@@ -447,37 +474,17 @@ class _Limits:
         if self.active.get(key, 0) >= cfg.per_client_concurrency:
             raise self._refused(429, f"too many concurrent requests from this client "
                                      f"(at most {cfg.per_client_concurrency})", 1)
-        now = time.monotonic()
-        rate = cfg.rate_per_minute / 60.0
-        capacity = float(max(cfg.burst, 1))
-        tokens, last = self.buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * rate)
-        if tokens < 1.0:
-            self.buckets[key] = (tokens, now)
-            wait = (1.0 - tokens) / rate if rate > 0 else 60
+        wait = self.rate.take(key)
+        if wait:
             raise self._refused(429, f"rate limit exceeded (at most {cfg.rate_per_minute} per minute)", wait)
-        self.buckets[key] = (tokens - 1.0, now)
         self.active[key] = self.active.get(key, 0) + 1
         self.in_flight += 1
-        self._prune(now, capacity, rate)
 
     def take_bytes(self, key: str, n: int) -> None:
-        """Calibration downloads have a budget of their own (bytes per minute per client),
-        apart from measurements: a probe's pacing of measurements stays exact."""
-        cfg = self.config
-        now = time.monotonic()
-        rate = cfg.calibration_bytes_per_minute / 60.0
-        capacity = float(cfg.calibration_bytes_per_minute)
-        tokens, last = self.byte_buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * rate)
-        if tokens < n:
-            self.byte_buckets[key] = (tokens, now)
-            raise self._refused(429, "calibration limit exceeded", (n - tokens) / rate)
-        self.byte_buckets[key] = (tokens - n, now)
-        if len(self.byte_buckets) > 4096:
-            for k, (t, last_seen) in list(self.byte_buckets.items()):
-                if t + (now - last_seen) * rate >= capacity:
-                    del self.byte_buckets[k]
+        """A calibration download of ``n`` bytes, or RequestRefused (429)."""
+        wait = self.bytes.take(key, n)
+        if wait:
+            raise self._refused(429, "calibration limit exceeded", wait)
 
     def release(self, key: str) -> None:
         self.in_flight -= 1
@@ -486,14 +493,6 @@ class _Limits:
             self.active.pop(key, None)
         else:
             self.active[key] = n
-
-    def _prune(self, now: float, capacity: float, rate: float) -> None:
-        """Forget clients whose bucket has refilled: memory stays bounded."""
-        if len(self.buckets) < 4096:
-            return
-        for key, (tokens, last) in list(self.buckets.items()):
-            if key not in self.active and (rate <= 0 or tokens + (now - last) * rate >= capacity):
-                del self.buckets[key]
 
 
 # --------------------------------------------------------------------------- the app

@@ -102,14 +102,6 @@ async def check_controls(urls: list[str], ca_file: str | None, timeout: float = 
     return working, problems
 
 
-async def _none() -> None:
-    return None
-
-
-async def _nothing() -> tuple[list, list]:
-    return [], []
-
-
 async def refuse_portal(config: ProbeConfig) -> None:
     """PlanError when this network is behind a captive portal: measured from behind
     one, every site would look blocked (by the portal, not a censor)."""
@@ -190,9 +182,10 @@ async def plan_new_run(
     vantage_task = asyncio.ensure_future(lookup_fn()) if lookup and not (cc and asn) else None
     controls: list[HelperInfo] = []
     try:
-        portal, (controls, problems) = await asyncio.gather(
-            refuse_portal(config) if portal_check else _none(),
-            check_controls(control_urls, config.ca_file) if control_urls else _nothing())
+        checks = [check_controls(control_urls, config.ca_file)]
+        if portal_check:  # at the same time, and it speaks first: behind a portal the helper fails too
+            checks.append(refuse_portal(config))
+        (controls, problems), *_ = await asyncio.gather(*checks)
         if control_urls and not controls:
             raise PlanError(unreachable_message(problems))
         notes += [f"control helper skipped: {p}" for p in problems]
