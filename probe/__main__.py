@@ -1,5 +1,5 @@
 """`python -m probe` is the `probe` command."""
 
-from .cli import main
+from probe.cli.main import main
 
 main()

@@ -1,4 +1,4 @@
-"""Rebuild analysis/fingerprints.csv from the public fingerprint lists.
+"""Rebuild probe/analysis/fingerprints.csv from the public fingerprint lists.
 
     python scripts/import_fingerprints.py OONI_FINGERPRINTS_DIR CENSOREDPLANET_DIR
 
@@ -117,7 +117,7 @@ def main() -> None:
     known = {r["name"] for r in ooni}
     cp = [r for r in cp_rows(cp_dir) if r["name"] not in known]
     rows = ooni + cp + BYNET_ROWS
-    out = Path(__file__).resolve().parent.parent / "analysis" / "fingerprints.csv"
+    out = Path(__file__).resolve().parent.parent / "probe" / "analysis" / "fingerprints.csv"
     with out.open("w", newline="", encoding="utf-8") as fh:
         # "\r\n" rows: the csv module then quotes any field holding \r or \n (some
         # patterns do), so the file reads back exactly; read it with newline="".

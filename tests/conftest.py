@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.measure import ProbeConfig
+from probe.measure.url import ProbeConfig
 from servers import LabPKI
 
 # A volunteer's own config (say, a default control helper) must never leak into the

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis import agreement as A
-from analysis.verdicts import VERDICTS
+from probe.analysis import agreement as A
+from probe.core.verdicts import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "ooni"
@@ -31,7 +31,7 @@ def test_every_indexed_measurement_is_classified(rows):
 def test_the_readme_table_is_what_the_classifier_gives_now(rows):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert A.readme_section(readme) == A.markdown(rows), (
-        "README's OONI agreement table is stale: python -m analysis.agreement --update README.md")
+        "README's OONI agreement table is stale: python -m probe.analysis.agreement --update README.md")
 
 
 def test_every_disagreement_and_only_a_disagreement_is_explained(rows):

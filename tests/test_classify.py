@@ -4,11 +4,11 @@ on real packets are in tests/lab; OONI's real and labelled data in test_ooni_agr
 
 from __future__ import annotations
 
-from analysis.classify import classify
-from analysis.verdicts import VERDICTS
-from analysis.view import Context
-from probe import failures as F
-from probe.records import (
+from probe.analysis.classify import classify
+from probe.core.verdicts import VERDICTS
+from probe.analysis.view import Context
+from probe.core import failures as F
+from probe.core.records import (
     Certificate,
     ControlResult,
     DnsAnswer,

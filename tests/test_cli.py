@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import store
+from probe.store import db as store
 from clirun import QUIET, ROOT, probe, rows
 from servers import NXDOMAIN, Answer, DnsServer, RawTcpServer, WebServer, site_app
 
@@ -89,7 +89,7 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
 
 
 async def test_a_run_also_classifies_older_runs_an_older_probe_left_behind(tmp_path, world, ca_file):
-    from analysis.verdicts import CLASSIFIER_VERSION
+    from probe.core.verdicts import CLASSIFIER_VERSION
 
     db = tmp_path / "p.db"
     targets = write_targets(tmp_path, world)
@@ -309,7 +309,7 @@ async def test_shipped_target_list_runs_and_records_every_target(tmp_path):
 def test_help_texts_say_plainly_what_things_do():
     from click.testing import CliRunner
 
-    from probe.cli import main
+    from probe.cli.main import main
 
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0

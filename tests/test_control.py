@@ -1,4 +1,4 @@
-"""The control helper (probe.helper), its client (probe.control) and CLI (probe.cli_control).
+"""The control helper (probe.helper.service), its client (probe.measure.control) and CLI (probe.cli.control).
 
 Everything runs for real on loopback: the helper app on 127.0.0.1:0, a tiny aiohttp
 site for it to measure, a TCP server that never answers. No mocks, and no packet ever
@@ -26,12 +26,12 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from probe import __version__
-from probe import failures as F
-from probe.cli_control import control_group
-from probe.control import USER_AGENT, ControlClient, ControlUnavailable
-from probe.helper import HelperConfig, is_public_address, make_app
-from probe.measure import ProbeConfig
-from probe.records import ControlResult, DnsQuery, HttpRequest, TcpConnect, TlsHandshake
+from probe.core import failures as F
+from probe.cli.control import control_group
+from probe.measure.control import USER_AGENT, ControlClient, ControlUnavailable
+from probe.helper.service import HelperConfig, is_public_address, make_app
+from probe.measure.url import ProbeConfig
+from probe.core.records import ControlResult, DnsQuery, HttpRequest, TcpConnect, TlsHandshake
 
 PAGE_TITLE = "Control Test Page"
 REPO = Path(__file__).resolve().parent.parent
@@ -453,7 +453,7 @@ async def test_hard_timeout_is_504(start_helper, http, silent) -> None:
 async def test_internal_error_is_500_without_traceback(start_helper, http, site, caplog) -> None:
     # A broken configuration (per_family=None) makes address collection raise.
     base = await start_helper(allow_private=True, probe=lab_config(system_resolver=True, per_family=None))
-    with caplog.at_level("ERROR", logger="probe.helper"):
+    with caplog.at_level("ERROR", logger="probe.helper.service.service"):
         status, body, _ = await post(http, base, {"url": f"http://localhost:{site}/"})
     assert status == 500
     assert body == {"error": "internal error"}
@@ -572,7 +572,7 @@ def test_cli_rejects_bad_resolver() -> None:
 
 
 async def test_cli_serves_and_stops_on_sigterm() -> None:
-    code = "from probe.cli_control import control_group; control_group()"
+    code = "from probe.cli.control import control_group; control_group()"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "serve", "--host", "127.0.0.1", "--port", "0", "--resolver", "127.0.0.1:9",
         cwd=str(REPO),
@@ -597,7 +597,7 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
 
 async def test_behind_a_proxy_limits_follow_the_forwarded_client(site) -> None:
     """Two volunteers through one reverse proxy (127.0.0.1) are two clients."""
-    from probe.helper_server import serve_helper
+    from probe.helper.server import serve_helper
 
     config = HelperConfig(allow_private=True, behind_proxy=True, burst=1, rate_per_minute=1, probe=lab_config())
     async with serve_helper(config) as helper, aiohttp.ClientSession() as s:

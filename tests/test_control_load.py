@@ -17,14 +17,14 @@ import dns.rrset
 import pytest
 from aiohttp import web
 
-from probe import failures as F
-from probe.control import REASONS, ControlChain, ControlClient, Grant
-from probe.dns import resolve_doh
-from probe.helper import HelperConfig, measure_for_control
-from probe.helper_server import serve_helper
-from probe.http import FetchOptions, new_session
-from probe.measure import Contexts, ProbeConfig
-from probe.tls import make_ssl_context
+from probe.core import failures as F
+from probe.measure.control import REASONS, ControlChain, ControlClient, Grant
+from probe.measure.dns import resolve_doh
+from probe.helper.service import HelperConfig, measure_for_control
+from probe.helper.server import serve_helper
+from probe.measure.http import FetchOptions, new_session
+from probe.measure.url import Contexts, ProbeConfig
+from probe.measure.tls import make_ssl_context
 from servers import Answer, DnsServer, WebServer, site_app
 from clirun import probe, rows
 

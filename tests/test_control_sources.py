@@ -10,11 +10,11 @@ import os
 import pytest
 
 from clirun import QUIET, probe, rows
-from probe import userconfig
-from probe.helper import HelperConfig
-from probe.helper_server import serve_helper
-from probe.measure import ProbeConfig
-from probe.targets import TargetError, control_header
+from probe.core import userconfig
+from probe.helper.service import HelperConfig
+from probe.helper.server import serve_helper
+from probe.measure.url import ProbeConfig
+from probe.targets.lists import TargetError, control_header
 from servers import Answer, DnsServer, WebServer, site_app, unused_port
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import failures as F
+from probe.core import failures as F
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from analysis.fingerprints import _matches, _required_literal, default_fingerprints, load_fingerprints
+from probe.analysis.fingerprints import _matches, _required_literal, default_fingerprints, load_fingerprints
 
 
 def one_by_one(loc, value):

@@ -18,9 +18,9 @@ import time
 import aiohttp
 import pytest
 
-from probe.helper import HelperConfig
-from probe.helper_server import serve_helper
-from probe.measure import ProbeConfig
+from probe.helper.service import HelperConfig
+from probe.helper.server import serve_helper
+from probe.measure.url import ProbeConfig
 from servers import WebServer, site_app, unused_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import lab_config
-from probe import failures as F
-from probe.measure import measure_url
+from probe.core import failures as F
+from probe.measure.url import measure_url
 from servers import (
     CP1251_TITLE,
     GARBAGE,
@@ -258,7 +258,7 @@ async def test_a_windows_1251_title_declared_in_meta_is_decoded_with_its_entitie
 
 
 async def test_a_windows_1251_blockpage_matches_its_fingerprint():
-    from analysis.fingerprints import default_fingerprints
+    from probe.analysis.fingerprints import default_fingerprints
 
     async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, WebServer(site_app()) as web:
         m = await measure_url(web.url("/blockpage-cp1251", hostname=SITE), lab_config(dns.address))

@@ -4,7 +4,7 @@ roaming volunteer)."""
 
 from __future__ import annotations
 
-from probe.netwatch import NetworkView, NetworkWatch, read_network
+from probe.measure.netwatch import NetworkView, NetworkWatch, read_network
 
 
 def test_the_same_network_reads_the_same():

@@ -21,10 +21,11 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from probe import failures as F
-from probe import ooni, store
-from probe.cli_ooni import export_ooni_cmd, import_ooni_cmd
-from probe.records import (
+from probe.core import failures as F
+from probe.ooni import codec as ooni
+from probe.store import db as store
+from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
+from probe.core.records import (
     ControlResult,
     DnsAnswer,
     DnsQuery,
@@ -35,7 +36,7 @@ from probe.records import (
     TlsHandshake,
     to_jsonable,
 )
-from probe.tls import describe_certificate
+from probe.measure.tls import describe_certificate
 
 DATA = Path(__file__).resolve().parent / "data" / "ooni"
 FILES = sorted(p for folder in ("real", "synthetic-qa") for p in (DATA / folder).iterdir() if ".json" in p.name)

@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 
 from clirun import QUIET, probe, rows
-from probe import failures as F
-from probe.helper import HelperConfig
-from probe.helper_server import serve_helper
-from probe.measure import ProbeConfig
-from probe.ooni_th import THRequestError, parse_th_request, th_answer, th_request, th_response_to_control
-from probe.records import ControlResult, DnsQuery, HttpRequest, TcpConnect
+from probe.core import failures as F
+from probe.helper.service import HelperConfig
+from probe.helper.server import serve_helper
+from probe.measure.url import ProbeConfig
+from probe.ooni.th import THRequestError, parse_th_request, th_answer, th_request, th_response_to_control
+from probe.core.records import ControlResult, DnsQuery, HttpRequest, TcpConnect
 from servers import Answer, DnsServer, WebServer, site_app, unused_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe.pagetext import content_type_of, decode_html, extract_title
+from probe.core.pagetext import content_type_of, decode_html, extract_title
 
 CYR = "Хартыя'97"
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from clirun import QUIET, probe
 from conftest import lab_config
-from probe.portal import check_portal
+from probe.measure.portal import check_portal
 from servers import Answer, DnsServer, WebServer, site_app
 
 PORTAL_TITLE = "Hotel Wi-Fi: please log in"

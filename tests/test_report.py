@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from analysis import persist
-from analysis import report as rep
-from analysis.cli_report import explain_cmd, report_cmd
-from analysis.explain import NothingToExplain, confidence_words, explain, explain_measurement
-from analysis.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
-from probe import store
-from probe.records import Measurement, new_id
+from probe.analysis import persist
+from probe.report import model as rep
+from probe.cli.report import explain_cmd, report_cmd
+from probe.report.explain import NothingToExplain, confidence_words, explain, explain_measurement
+from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
+from probe.store import db as store
+from probe.core.records import Measurement, new_id
 
 HOSTILE = "<script>alert('x')</script>"
 CYRILLIC = "заголовок страницы «Доступ ограничен»"
@@ -346,7 +346,7 @@ def test_explain_an_ok_site_and_cyrillic_evidence(dbs):
 
 
 def test_explain_does_not_overclaim_a_weak_verdict():
-    from analysis.explain import _blocked_words
+    from probe.report.explain import _blocked_words
 
     assert _blocked_words("dns.nxdomain", True, 0.3).startswith("perhaps")
     assert _blocked_words("dns.nxdomain", True, 0.9).startswith("yes")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from probe import store
-from probe.records import (
+from probe.store import db as store
+from probe.core.records import (
     ControlResult,
     DnsAnswer,
     DnsQuery,
@@ -195,7 +195,7 @@ def test_pending_and_not_measured_are_left_for_resume(tmp_path):
 
 
 def test_load_measurement_rebuilds_the_records(tmp_path):
-    from probe.records import to_jsonable
+    from probe.core.records import to_jsonable
 
     db = store.open_db(tmp_path / "p.db")
     run_id = _run(db, ["https://site.test/"])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from probe.cli_targets import targets_group
-from probe.targets import (
+from probe.cli.targets import targets_group
+from probe.targets.lists import (
     CATEGORY_CODES,
     CITIZENLAB_HEADER,
     LEGACY_CATEGORY_CODES,
@@ -387,7 +387,7 @@ def test_cli_import_refuses_non_csv_and_unknown_category(tmp_path: Path) -> None
     assert result.stderr.startswith(f"error: {text_list}:1: not a Citizen Lab CSV")
     result = runner.invoke(targets_group, ["import", str(BY_CSV), "--category", "NOPE"])
     assert result.exit_code == 2
-    assert result.stderr == "error: unknown category code 'NOPE' (see probe/data/category_codes.csv)\n"
+    assert result.stderr == "error: unknown category code 'NOPE' (see probe/targets/data/category_codes.csv)\n"
 
 
 # --- the shipped list ------------------------------------------------------------------

@@ -176,7 +176,7 @@ class Scenario:
     # Its evidence needs no control helper (a blockpage, an injected answer): a run
     # without one must still say blocked. Traps (ok, down) must never be blocked then.
     proof_without_control: bool = False
-    # the qualifiers the verdict must carry (analysis.verdicts.TAGS), and no others
+    # the qualifiers the verdict must carry (probe.core.verdicts.TAGS), and no others
     expected_tags: tuple[str, ...] = ()
 
     @property

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from . import REPO_ROOT
-from . import scenarios as S
-from .topology import Lab, missing_commands, netns_list, netns_pids
+from tests.lab import REPO_ROOT
+from tests.lab import scenarios as S
+from tests.lab.topology import Lab, missing_commands, netns_list, netns_pids
 
 
 

@@ -38,8 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import REPO_ROOT
-from . import scenarios as S
+from tests.lab import REPO_ROOT
+from tests.lab import scenarios as S
 
 # the four of the censorship lab, then the other volunteers' networks (S.VANTAGES)
 ROLES = ("vol", "isp", "net", "cen", *S.VANTAGE_NAMES)

@@ -25,7 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from .tcp import _require_loopback
+from tests.servers.tcp import _require_loopback
 
 __all__ = [
     "Answer",

@@ -1,0 +1,139 @@
+"""`probe analyze` and `probe fingerprints test`: thin click shells."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from probe.store import db as store
+from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
+from probe.core.records import HttpRequest
+
+from probe.analysis.fingerprints import FingerprintError, Match, default_fingerprints, load_fingerprints
+
+DEFAULT_DB = Path("results") / "probe.db"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _fingerprints(path: str | None):
+    try:
+        return load_fingerprints(path) if path else default_fingerprints()
+    except FingerprintError as exc:
+        _fail(str(exc))
+
+
+@click.command("analyze")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--run", "run_id", default=None, help="Only this run.")
+@click.option("--fingerprints", "fp_path", type=click.Path(), default=None,
+              help="Another fingerprint file (same columns as probe/analysis/fingerprints.csv).")
+@click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
+def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None, lab_network: tuple[str, ...]) -> None:
+    """Derive (again) the verdict of every measurement from its raw observations."""
+    from probe.analysis.analyze import analyze_db
+    from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS
+
+    try:
+        nets = tuple(parse_lab_networks(lab_network))
+    except PlanError as exc:
+        _fail(str(exc))
+
+    if not db_path.exists():
+        _fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+    try:
+        db = store.open_db(db_path, create=False)
+    except store.StoreError as exc:
+        _fail(str(exc))
+    fps = _fingerprints(fp_path)
+    summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets)
+    table = Table(title=f"{summary.measurements} measurements classified (classifier {CLASSIFIER_VERSION})")
+    table.add_column("verdict")
+    table.add_column("blocked")
+    table.add_column("count", justify="right")
+    for verdict, n in sorted(summary.by_verdict.items(), key=lambda kv: -kv[1]):
+        unclear = summary.cant_tell.get(verdict, 0)
+        if n - unclear:
+            table.add_row(verdict, "yes" if VERDICTS[verdict][0] else "no", str(n - unclear))
+        if unclear:
+            table.add_row(verdict, "can't tell", str(unclear))
+    Console().print(table)
+
+
+@click.group("fingerprints")
+def fingerprints_group() -> None:
+    """Blockpage fingerprints (probe/analysis/fingerprints.csv)."""
+
+
+def _match_target(target: str, fps) -> tuple[str, list[Match]]:
+    """An IP (DNS fingerprints), a saved page or HTTP response (file), or a URL (fetched)."""
+    try:
+        ipaddress.ip_address(target)
+        return f"DNS answer {target}", fps.match_dns(target)
+    except ValueError:
+        pass
+    path = Path(target)
+    if path.exists():
+        data = path.read_bytes()
+        status, headers, body = 200, [], data
+        if data.startswith(b"HTTP/"):
+            head, _, body = data.partition(b"\r\n\r\n") if b"\r\n\r\n" in data else data.partition(b"\n\n")
+            lines = head.decode("latin-1").splitlines()
+            try:
+                status = int(lines[0].split()[1])
+            except (IndexError, ValueError):
+                status = 200
+            headers = [[k.strip(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:]) if k]
+        from probe.core.pagetext import extract_title
+
+        ctype = next((v for k, v in headers if k.lower() == "content-type"), None)
+        h = HttpRequest(url=str(path), kind="main", hop=0, started_at="", duration_ms=0, status=status,
+                        headers=headers, body_head=body[:65536], title=extract_title(body[:65536], ctype),
+                        location=next((v for k, v in headers if k.lower() == "location"), None))
+        return f"file {path}", fps.match_http(h, label=str(path))
+    if target.startswith(("http://", "https://")):
+        from probe.measure.http import FetchOptions, fetch_http, new_session
+        from probe.measure.tls import make_ssl_context
+
+        async def fetch():
+            session = new_session({}, make_ssl_context(), FetchOptions(timeout=15))
+            try:
+                return await fetch_http(session, target, FetchOptions(timeout=15))
+            finally:
+                await session.close()
+
+        hops = asyncio.run(fetch())
+        matches: list[Match] = []
+        for h in hops:
+            matches += fps.match_http(h)
+        last = hops[-1]
+        return f"{target} ({len(hops)} hop(s), last: {last.status or last.failure})", matches
+    _fail(f"{target!r} is not an IP address, a file or an http(s) URL")
+
+
+@fingerprints_group.command("test")
+@click.argument("target")
+@click.option("--fingerprints", "fp_path", type=click.Path(), default=None, help="Another fingerprint file.")
+def fingerprints_test(target: str, fp_path: str | None) -> None:
+    """Which fingerprints match TARGET: an IP address, a saved page or response, or a URL to fetch."""
+    fps = _fingerprints(fp_path)
+    what, matches = _match_target(target, fps)
+    if not matches:
+        click.echo(f"{what}: no fingerprint matches ({len(fps.fingerprints)} checked)")
+        return
+    click.echo(f"{what}: {len(matches)} match(es)")
+    for x in matches:
+        fp = x.fingerprint
+        kind = "FALSE POSITIVE (evidence against blocking)" if fp.is_false_positive else ("blockpage" if fp.confirms else "vague")
+        click.echo(f"  {fp.name} [{kind}; scope {fp.scope}; {', '.join(fp.countries) or 'any country'}] {x.where}: {x.value!r}")
+        if fp.source:
+            click.echo(f"      source: {fp.source}" + (f", first seen {fp.first_seen}" if fp.first_seen else ""))

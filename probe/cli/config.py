@@ -1,0 +1,75 @@
+"""``probe config``: the volunteer's own defaults (``probe.core.userconfig``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from probe.core import userconfig
+
+
+def _fail(message: object) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Your defaults, kept in your config directory (see `probe config path`).
+
+    `probe config set control https://helper.example.org` gives every `probe run`
+    that names no control helper this one.
+    """
+
+
+@config_group.command("set")
+@click.argument("key", type=click.Choice(sorted(userconfig.KEYS)))
+@click.argument("values", nargs=-1, required=True)
+def set_cmd(key: str, values: tuple[str, ...]) -> None:
+    """Set KEY to VALUES (several control helpers are tried in order)."""
+    try:
+        path = userconfig.set_values(key, list(values))
+    except userconfig.ConfigError as exc:
+        _fail(exc)
+    click.echo(f"{key} = {', '.join(values)} (in {path})")
+
+
+@config_group.command("get")
+@click.argument("key", type=click.Choice(sorted(userconfig.KEYS)))
+def get_cmd(key: str) -> None:
+    """Print KEY's values, one per line (nothing when unset)."""
+    try:
+        for v in userconfig.get(key):
+            click.echo(v)
+    except userconfig.ConfigError as exc:
+        _fail(exc)
+
+
+@config_group.command("unset")
+@click.argument("key", type=click.Choice(sorted(userconfig.KEYS)))
+def unset_cmd(key: str) -> None:
+    """Remove KEY."""
+    try:
+        userconfig.set_values(key, [])
+    except userconfig.ConfigError as exc:
+        _fail(exc)
+    click.echo(f"{key} unset")
+
+
+@config_group.command("show")
+def show_cmd() -> None:
+    """Every setting and where the file is."""
+    try:
+        values = userconfig.show()
+    except userconfig.ConfigError as exc:
+        _fail(exc)
+    click.echo(f"# {userconfig.config_path()}")
+    for key, vals in values.items():
+        click.echo(f"{key} = {', '.join(vals) if vals else '(unset)'}    # {userconfig.KEYS[key]}")
+
+
+@config_group.command("path")
+def path_cmd() -> None:
+    """Where the config file is (it may not exist yet)."""
+    click.echo(str(userconfig.config_path()))

@@ -1,0 +1,106 @@
+"""``probe import-ooni`` and ``probe export-ooni``: a thin click shell over probe.ooni.codec.
+
+Why a shell only: the mapping is tested as pure functions; these commands parse
+arguments, call, and print. As everywhere in ``probe``, what a user can get wrong (a
+missing file, a file with nothing usable, a database that is not ours, an unknown run)
+ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from probe.store import db as store
+from probe.ooni.codec import ImportSummary, OoniExportError, OoniImportError, export_ooni, find_run, import_ooni
+from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
+from probe.store.db import StoreError
+
+DEFAULT_DB = Path("results") / "probe.db"
+EXIT_BAD_INPUT = 2
+MAX_MESSAGES = 20  # per file: enough to find the bad lines without flooding the terminal
+
+
+def _fail(message: object) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(EXIT_BAD_INPUT)
+
+
+def _report(summary: ImportSummary) -> None:
+    for message in summary.messages[:MAX_MESSAGES]:
+        click.echo(f"warning: {summary.source}: {message}", err=True)
+    if len(summary.messages) > MAX_MESSAGES:
+        click.echo(f"warning: {summary.source}: ... {len(summary.messages) - MAX_MESSAGES} more", err=True)
+    click.echo(summary.line())
+
+
+@click.command("import-ooni")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+              help="Database to import into (created if missing).")
+@click.option("--lab-network", multiple=True, metavar="CIDR",
+              help=LAB_NETWORK_HELP + " Recorded with the imported runs.")
+def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[str, ...]) -> None:
+    """Import OONI web_connectivity measurements (JSONL, JSON, or .jsonc test data).
+
+    Each measurement becomes the same rows `probe run` writes, in one finished run per
+    OONI report. Importing a file again adds nothing. Exits 2 when a file cannot be
+    read or holds no usable web_connectivity measurement.
+    """
+    try:
+        nets = parse_lab_networks(lab_network)
+    except PlanError as exc:
+        _fail(exc)
+    for f in files:  # every file readable before anything is written
+        if not f.is_file():
+            _fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
+    try:
+        db = store.open_db(db_path)
+    except StoreError as exc:
+        _fail(exc)
+    unusable: list[Path] = []
+    for f in files:
+        try:
+            summary = import_ooni(db, f, source=str(f), lab_networks=nets)
+        except OoniImportError as exc:
+            _fail(exc)
+        _report(summary)
+        if summary.usable == 0:
+            unusable.append(f)
+    if unusable:
+        _fail(f"{unusable[0]}: no usable web_connectivity measurement"
+              + (f" (and {len(unusable) - 1} more files)" if len(unusable) > 1 else ""))
+
+
+@click.command("export-ooni")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+              help="Database to export from.")
+@click.option("--run", "run_id", default=None, metavar="RUN_ID", help="Only this run (an id or its prefix).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write JSONL here instead of to standard output.")
+def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> None:
+    """Export measurements as OONI web_connectivity JSONL, one per line.
+
+    Observations only: OONI's verdict keys (blocking, accessible, ...) are null.
+    """
+    try:
+        db = store.open_db(db_path, create=False)
+    except StoreError as exc:
+        _fail(exc)
+    to_stdout = output is None or str(output) == "-"
+    try:
+        if run_id is not None:
+            run_id = find_run(db, run_id)  # before an output file is created
+        if to_stdout:
+            count = export_ooni(db, sys.stdout, run_id=run_id)
+        else:
+            with output.open("w", encoding="utf-8", newline="\n") as fh:
+                count = export_ooni(db, fh, run_id=run_id)
+    except OoniExportError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(f"{output}: cannot write ({exc.strerror or exc})")
+    click.echo(f"exported {count} measurements to {'standard output' if to_stdout else output}", err=True)

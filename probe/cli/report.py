@@ -1,0 +1,193 @@
+"""`probe report` and `probe explain`: thin click shells over probe.report.model/explain.
+
+As everywhere in the probe, whatever a volunteer can get wrong (a missing, corrupt or
+foreign database, nothing classified yet) ends as one line on stderr and exit code 2,
+never a traceback. The callbacks only parse options and print; the work is in plain
+functions below, which raise ReportError with that line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlite_utils
+
+from probe.store import db as store
+from probe.store.db import StoreError
+
+from probe.report import model as rep
+from probe.report.explain import NothingToExplain, explain_measurement
+
+# Not imported from probe.cli.main: probe.cli.main imports this module to attach the commands.
+DEFAULT_DB = Path("results") / "probe.db"
+EXIT_BAD_INPUT = 2
+FORMATS = ("table", "json", "csv", "markdown", "html")
+
+
+class ReportError(Exception):
+    """One line for the volunteer; exit code 2."""
+
+
+def open_databases(paths: Sequence[Path]) -> list[sqlite_utils.Database]:
+    """Open every database read-mostly (never create one); the first bad one stops."""
+    dbs = []
+    try:
+        for path in dict.fromkeys(paths):  # the same --db twice is one database
+            dbs.append(store.open_db(path, create=False))
+    except StoreError as exc:
+        close_all(dbs)
+        raise ReportError(str(exc)) from None
+    return dbs
+
+
+def close_all(dbs: Sequence[sqlite_utils.Database]) -> None:
+    for db in dbs:
+        db.conn.close()
+
+
+def _db_flag(path: Path) -> str:
+    return "" if Path(path) == DEFAULT_DB else f" --db {path}"
+
+
+def load_rows(
+    dbs: Sequence[sqlite_utils.Database], paths: Sequence[Path], classifier_version: str | None
+) -> tuple[list[rep.Row], list[str]]:
+    """The merged rows, and warnings for databases that contributed nothing. With no
+    verdicts anywhere, raises ReportError saying to run `probe analyze`."""
+    unique_paths = list(dict.fromkeys(paths))
+    warnings = []
+    for db, path in zip(dbs, unique_paths):
+        versions = rep.classifier_versions(db)
+        if not versions:
+            warnings.append(f"{path} has no verdicts yet (run `probe analyze{_db_flag(path)}`); left out")
+        elif classifier_version is not None and classifier_version not in versions:
+            warnings.append(f"{path} has no verdicts of classifier {classifier_version} "
+                            f"(it has {', '.join(versions)}); left out")
+    rows = rep.collect(dbs, classifier_version)
+    if not rows:
+        where = ", ".join(str(p) for p in unique_paths)
+        flag = _db_flag(unique_paths[0]) if len(unique_paths) == 1 else ""
+        if classifier_version is not None:
+            raise ReportError(f"no verdicts of classifier {classifier_version} in {where}: "
+                              f"run `probe analyze{flag}` with that classifier first")
+        raise ReportError(f"no verdicts yet in {where}: run `probe analyze{flag}` first")
+    return rows, warnings
+
+
+def render_text(fmt: str, rows: list[rep.Row], sources: Sequence[str]) -> str:
+    """Every format but the terminal table is plain text from the rows."""
+    if fmt == "json":
+        return rep.render_json(rows)
+    if fmt == "csv":
+        return rep.render_csv(rows)
+    report = rep.build_report(rows, sources)
+    if fmt == "markdown":
+        return rep.render_markdown(report)
+    if fmt == "html":
+        try:
+            return rep.render_html(report)
+        except ImportError as exc:
+            raise ReportError(f"the HTML report needs matplotlib ({exc.name} is missing): "
+                              "pip install matplotlib") from None
+    raise ReportError(f"unknown format {fmt}")
+
+
+def render_table(rows: list[rep.Row], sources: Sequence[str], file: Any | None) -> None:
+    """Rich tables, coloured on a terminal; plain and wide enough in a file or pipe."""
+    from rich.console import Console
+
+    target = file if file is not None else sys.stdout
+    tty = hasattr(target, "isatty") and target.isatty()
+    console = Console(file=target, width=None if tty else 200, force_terminal=None if tty else False,
+                      no_color=not tty)
+    rep.render_terminal(rep.build_report(rows, sources), console)
+
+
+def write_report(paths: Sequence[Path], fmt: str, output: Path | None, classifier_version: str | None) -> list[str]:
+    """The whole `probe report`: returns the lines to say on stderr."""
+    dbs = open_databases(paths)
+    try:
+        rows, notes = load_rows(dbs, paths, classifier_version)
+        sources = [str(p) for p in dict.fromkeys(paths)]
+        if fmt == "table":
+            if output is None:
+                render_table(rows, sources, None)
+            else:
+                with _open_output(output) as fh:
+                    render_table(rows, sources, fh)
+        else:
+            text = render_text(fmt, rows, sources)
+            if output is None:
+                click.echo(text, nl=False)
+            else:
+                with _open_output(output) as fh:
+                    fh.write(text)
+    finally:
+        close_all(dbs)
+    if output is not None:
+        notes.append(f"wrote {output} ({len(rows)} measurements)")
+    return notes
+
+
+def _open_output(path: Path):
+    try:
+        return path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@click.command("report")
+@click.option("--db", "db_paths", multiple=True, type=click.Path(path_type=Path), default=(DEFAULT_DB,),
+              show_default=True, help="Database to report on; repeat to merge several volunteers' databases.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table (terminal), json (one object per measurement), csv, markdown, or html "
+                   "(one self-contained file with a heat map).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to this file instead of the screen.")
+@click.option("--classifier-version", default=None, metavar="VERSION",
+              help="Use this classifier's verdicts. [default: the newest in each database]")
+def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classifier_version: str | None) -> None:
+    """Which sites are blocked on which network, how, and since when.
+
+    Reads the verdicts written by `probe analyze`; several --db are merged.
+    """
+    try:
+        notes = write_report(db_paths, fmt, output, classifier_version)
+    except ReportError as exc:
+        fail(str(exc))
+    for note in notes:
+        click.echo(note, err=True)
+
+
+@click.command("explain")
+@click.argument("url")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+              help="Database the measurement is in.")
+def explain_cmd(url: str, db_path: Path) -> None:
+    """Explain in plain words the latest verdict for URL (a URL, host name or measurement id)."""
+    try:
+        text = explain_text(db_path, url)
+    except ReportError as exc:
+        fail(str(exc))
+    click.echo(text, nl=False)
+
+
+def explain_text(db_path: Path, ref: str) -> str:
+    """Open, explain, close; "nothing to explain" becomes a one-line error."""
+    (db,) = open_databases([db_path])
+    try:
+        option = None if Path(db_path) == DEFAULT_DB else str(db_path)
+        return explain_measurement(db, ref, db_option=option)
+    except NothingToExplain as exc:
+        raise ReportError(str(exc)) from None
+    finally:
+        db.conn.close()

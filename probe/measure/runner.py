@@ -1,0 +1,213 @@
+"""A run: measure every pending target of a run with bounded concurrency, store each as
+it finishes, stop on time.
+
+Targets are paged from the database (not held in memory) and fed to a fixed pool of
+workers, so memory stays flat however long the list is. ``--max-runtime`` is a hard
+deadline: when it passes, URLs still in flight are cancelled, marked ``not_measured`` and
+left for ``--resume`` (OONI lets them finish and overruns; volunteers asked for better).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlite_utils
+
+from probe.store import db as store
+from probe.measure.control import TRANSIENT
+from probe.measure.url import Contexts, Control, ProbeConfig, measure_url
+from probe.measure.netwatch import NetworkWatch
+from probe.core.records import Measurement
+
+
+class Reporter(Protocol):
+    def started(self, total: int, already_done: int) -> None: ...
+    def measured(self, m: Measurement) -> None: ...
+    def cancelled(self, url: str) -> None: ...
+    def finished(self, summary: RunSummary) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    measured: int = 0
+    not_measured: int = 0
+    status: str = "finished"  # finished | interrupted | timed_out | network_changed
+    elapsed_s: float = 0.0
+    cancelled_urls: list[str] = field(default_factory=list)
+    controls_retried: int = 0  # control answers lost for a passing reason, asked again at the end
+    controls_recovered: int = 0  # ... and got that time
+    network_change: list[str] = field(default_factory=list)  # what changed (words), when the run stopped for it
+    marked: int = 0  # measurements in flight while the network changed
+    lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
+
+
+def _paged_targets(db: sqlite_utils.Database, run_id: str, page: int = 200) -> Iterator[store.RunTarget]:
+    """Pending targets in list order, a page at a time (keyset on position)."""
+    last = -1
+    while True:
+        rows = list(
+            db.query(
+                "select position, url, category, note from run_targets "
+                "where run_id = ? and status != 'done' and position > ? order by position limit ?",
+                [run_id, last, page],
+            )
+        )
+        if not rows:
+            return
+        for row in rows:
+            yield store.RunTarget(row["url"], row["category"], row["note"])
+        last = rows[-1]["position"]
+
+
+async def run_targets(
+    db: sqlite_utils.Database,
+    run_id: str,
+    config: ProbeConfig,
+    *,
+    control: Control | None,
+    concurrency: int,
+    reporter: Reporter,
+    max_runtime: float | None = None,
+    install_signal_handlers: bool = True,
+) -> RunSummary:
+    """Measure the run's pending targets; returns when all are done or time is up."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    contexts = Contexts.for_config(config)
+    summary = RunSummary(run_id)
+    counts = store.count_targets(db, run_id)
+    reporter.started(total=sum(counts.values()), already_done=counts["done"])
+
+    targets = _paged_targets(db, run_id)
+    in_flight: dict[asyncio.Task, str] = {}
+    stop = asyncio.Event()
+    watch = NetworkWatch(network_anchors(config))
+
+    def request_stop(status: str, cancel: bool = True) -> None:
+        if not stop.is_set():
+            summary.status = status
+            stop.set()
+            if cancel:
+                for task in list(in_flight):
+                    task.cancel()
+
+    def network_moved() -> None:
+        """Stop handing out targets; those in flight finish (and are marked), the
+        caller continues the run on the new network."""
+        if watch.check():
+            summary.network_change = watch.changes[-1].what
+            request_stop("network_changed", cancel=False)
+
+    async def watching() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(WATCH_INTERVAL)
+            network_moved()
+
+    handlers: list[int] = []
+    if install_signal_handlers:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, request_stop, "interrupted")
+                handlers.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+    timer = loop.call_later(max_runtime, request_stop, "timed_out") if max_runtime else None
+
+    async def worker() -> None:
+        while not stop.is_set():
+            target = next(targets, None)
+            if target is None:
+                return
+            epoch = watch.epoch
+            task = asyncio.ensure_future(
+                measure_url(target.url, config, contexts=contexts, control=control, category=target.category)
+            )
+            in_flight[task] = target.url
+            try:
+                m = await task
+                network_moved()
+                m.network_epoch, m.network_changed = epoch, watch.epoch != epoch
+                summary.marked += m.network_changed
+            except asyncio.CancelledError:
+                summary.cancelled_urls.append(target.url)
+                reporter.cancelled(target.url)
+                if not stop.is_set():
+                    raise
+                return
+            finally:
+                in_flight.pop(task, None)
+            store.save_measurement(db, run_id, m)
+            summary.measured += 1
+            reporter.measured(m)
+
+    watcher = asyncio.ensure_future(watching())
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        if control is not None and not stop.is_set():
+            left = max_runtime - (loop.time() - t0) if max_runtime else None
+            budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
+            await retry_lost_controls(db, run_id, control, budget, summary)
+    finally:
+        watcher.cancel()
+        if timer is not None:
+            timer.cancel()
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
+    if summary.cancelled_urls:
+        store.mark_not_measured(db, run_id, summary.cancelled_urls)
+    left = store.count_targets(db, run_id)
+    summary.not_measured = left["pending"] + left["not_measured"]
+    if summary.status == "finished" and summary.not_measured:
+        summary.status = "interrupted"
+    if summary.status != "network_changed":  # that run is split by the caller
+        store.set_run_status(db, run_id, summary.status)
+    if control is not None:
+        summary.lost_controls = Counter(r["reason"] or "unknown" for r in store.lost_controls(db, run_id))
+    summary.elapsed_s = round(loop.time() - t0, 3)
+    reporter.finished(summary)
+    return summary
+
+
+# How often the network is looked at between measurements (it is also looked at as each
+# measurement ends): a few syscalls and two small file reads.
+WATCH_INTERVAL = 1.0
+
+
+def network_anchors(config: ProbeConfig) -> list[str]:
+    """What the network watch asks the route towards: the resolvers and the sink (the
+    control helper's address, when there is one)."""
+    return [*config.resolvers, *([config.dns_sink] if config.dns_sink else [])]
+
+
+async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: Control, budget: float,
+                              summary: RunSummary) -> None:
+    """Ask the control once more for every measurement of the run whose answer was lost
+    for a passing reason (load, a broken connection, a timeout): only the control is
+    asked again, nothing measured locally is repeated, and the verdict is re-derived
+    from the new answer. Bounded by ``budget`` seconds; what it did not get stays lost."""
+    lost = [r for r in store.lost_controls(db, run_id) if r["reason"] in TRANSIENT]
+    if not lost:
+        return
+    summary.controls_retried = len(lost)
+    revive = getattr(control, "revive", None)
+    if revive is not None:
+        await revive()
+
+    async def one(row: dict) -> None:
+        result = await control.measure(row["url"], json.loads(row["addresses"] or "[]"))
+        store.replace_control(db, row["measurement_id"], result)
+        if result.failure is None:
+            summary.controls_recovered += 1
+
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.gather(*(one(r) for r in lost))
+    except TimeoutError:
+        pass
