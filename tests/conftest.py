@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from servers import LabPKI
 
 from probe.measure.url import ProbeConfig
-from servers import LabPKI
 
 # A volunteer's own config (say, a default control helper) must never leak into the
 # tests, nor the tests' into it: every test, and every CLI it runs, reads this file.

@@ -5,7 +5,6 @@ on real packets are in tests/lab; OONI's real and labelled data in test_ooni_agr
 from __future__ import annotations
 
 from probe.analysis.classify import classify
-from probe.core.verdicts import VERDICTS
 from probe.analysis.view import Context
 from probe.core import failures as F
 from probe.core.records import (
@@ -19,6 +18,7 @@ from probe.core.records import (
     TcpConnect,
     TlsHandshake,
 )
+from probe.core.verdicts import VERDICTS
 
 T = "2026-11-25T10:00:00.000000Z"
 SITE_IP = "93.184.216.34"
@@ -136,7 +136,8 @@ def test_down_when_control_fails_the_same_way():
 def test_down_when_name_is_gone_everywhere():
     m = measurement(dns=[dns(answers=(), failure=F.DNS_NXDOMAIN)], addresses=[], tcp=[], tls=[],
                     http=[http(status=None, failure=F.NO_ADDRESSES)],
-                    control=control(dns_answers=(), dns_failure=F.DNS_NXDOMAIN, http_req=http(status=None, failure="dns_lookup_error")))
+                    control=control(dns_answers=(), dns_failure=F.DNS_NXDOMAIN,
+                                    http_req=http(status=None, failure="dns_lookup_error")))
     assert verdict(m).verdict == "down"
 
 
@@ -200,7 +201,8 @@ def test_dns_inconsistent():
     ip = "185.12.40.9"
     m = measurement(dns=[dns(answers=(ip,))], tcp=[tcp(ip)], tls=[tls(ip, F.SSL_INVALID_HOSTNAME, "after_server_hello")],
                     http=[http(status=None, failure=F.SSL_INVALID_HOSTNAME),
-                          http(f"http://{ip}/", kind="http_fallback", title="Welcome to nginx", body=b"<title>Welcome to nginx</title>", address=f"{ip}:80")])
+                          http(f"http://{ip}/", kind="http_fallback", title="Welcome to nginx",
+                               body=b"<title>Welcome to nginx</title>", address=f"{ip}:80")])
     v = verdict(m)
     assert v.verdict == "dns.inconsistent" and v.rule_id == "dns_answer_unmatched"
 

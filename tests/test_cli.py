@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from probe.store import db as store
 from clirun import QUIET, ROOT, probe, rows
 from servers import NXDOMAIN, Answer, DnsServer, RawTcpServer, WebServer, site_app
+
+from probe import store
+
 
 @pytest.fixture
 async def world(pki):

@@ -26,12 +26,12 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from probe import __version__
-from probe.core import failures as F
 from probe.cli.control import control_group
-from probe.measure.control import USER_AGENT, ControlClient, ControlUnavailable
-from probe.helper.service import HelperConfig, is_public_address, make_app
-from probe.measure.url import ProbeConfig
+from probe.core import failures as F
 from probe.core.records import ControlResult, DnsQuery, HttpRequest, TcpConnect, TlsHandshake
+from probe.helper.service import HelperConfig, is_public_address, make_app
+from probe.measure.control import USER_AGENT, ControlClient, ControlUnavailable
+from probe.measure.url import ProbeConfig
 
 PAGE_TITLE = "Control Test Page"
 REPO = Path(__file__).resolve().parent.parent
@@ -244,7 +244,8 @@ async def test_redirects_are_followed_hop_by_hop(start_helper, http, site) -> No
 async def test_a_redirect_loop_is_reported_as_the_probe_reports_it(start_helper, http, tmp_path) -> None:
     """The helper stops where the probe stops (10 redirects) and says so, rather than
     answering with the last 302 as if it were the page."""
-    from servers import WebServer, site_app as lab_site
+    from servers import WebServer
+    from servers import site_app as lab_site
 
     base = await start_helper(allow_private=True)
     async with WebServer(lab_site(title="Loop")) as looping:
@@ -275,7 +276,7 @@ async def test_https_site_tls_and_valid_for_domain(start_helper, http, tmp_path)
 async def test_name_resolving_to_loopback_is_never_connected(start_helper, http, site) -> None:
     """A public-looking name whose DNS answer is 127.0.0.1 (DNS rebinding) is refused."""
     hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
-    if not any(l.split()[:2] == ["127.0.0.1", "localhost"] for l in hosts.splitlines()):
+    if not any(line.split()[:2] == ["127.0.0.1", "localhost"] for line in hosts.splitlines()):
         pytest.skip("localhost is not in /etc/hosts; resolving it could leave the machine")
     base = await start_helper(allow_private=False, probe=lab_config(system_resolver=True))
     status, answer, _ = await post(http, base, {"url": f"http://localhost:{site}/"})
@@ -488,7 +489,7 @@ async def test_client_measure_returns_records(start_helper, site) -> None:
 
 async def test_client_parses_dns_and_tls_records(start_helper, site) -> None:
     hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
-    if not any(l.split()[:2] == ["127.0.0.1", "localhost"] for l in hosts.splitlines()):
+    if not any(line.split()[:2] == ["127.0.0.1", "localhost"] for line in hosts.splitlines()):
         pytest.skip("localhost is not in /etc/hosts")
     base = await start_helper(allow_private=True, probe=lab_config(system_resolver=True, ports=(site,)))
     async with ControlClient(base, timeout=10) as client:

@@ -16,17 +16,17 @@ import dns.message
 import dns.rrset
 import pytest
 from aiohttp import web
+from clirun import probe, rows
+from servers import Answer, DnsServer, WebServer, site_app
 
 from probe.core import failures as F
+from probe.helper.server import serve_helper
+from probe.helper.service import HelperConfig, measure_for_control
 from probe.measure.control import REASONS, ControlChain, ControlClient, Grant
 from probe.measure.dns import resolve_doh
-from probe.helper.service import HelperConfig, measure_for_control
-from probe.helper.server import serve_helper
 from probe.measure.http import FetchOptions, new_session
-from probe.measure.url import Contexts, ProbeConfig
 from probe.measure.tls import make_ssl_context
-from servers import Answer, DnsServer, WebServer, site_app
-from clirun import probe, rows
+from probe.measure.url import Contexts, ProbeConfig
 
 QUIET = ["--no-system-resolver", "--no-doh", "--no-vantage-lookup"]
 

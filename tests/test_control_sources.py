@@ -8,14 +8,14 @@ import json
 import os
 
 import pytest
-
 from clirun import QUIET, probe, rows
+from servers import Answer, DnsServer, WebServer, site_app, unused_port
+
 from probe.core import userconfig
-from probe.helper.service import HelperConfig
 from probe.helper.server import serve_helper
+from probe.helper.service import HelperConfig
 from probe.measure.url import ProbeConfig
 from probe.targets.lists import TargetError, control_header
-from servers import Answer, DnsServer, WebServer, site_app, unused_port
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from probe.core import failures as F
         (OSError(errno.EHOSTUNREACH, "no route to host"), F.HOST_UNREACHABLE),
         (OSError(errno.ENETUNREACH, "network unreachable"), F.NETWORK_UNREACHABLE),
         (OSError(errno.EAFNOSUPPORT, "af"), F.ADDRESS_FAMILY_NOT_SUPPORTED),
-        (asyncio.TimeoutError(), F.GENERIC_TIMEOUT),
+        (TimeoutError(), F.GENERIC_TIMEOUT),
         (TimeoutError(), F.GENERIC_TIMEOUT),
         (asyncio.IncompleteReadError(b"", 10), F.EOF),
         (ssl.SSLEOFError(8, "eof"), F.EOF),

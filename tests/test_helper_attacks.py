@@ -17,11 +17,11 @@ import time
 
 import aiohttp
 import pytest
-
-from probe.helper.service import HelperConfig
-from probe.helper.server import serve_helper
-from probe.measure.url import ProbeConfig
 from servers import WebServer, site_app, unused_port
+
+from probe.helper.server import serve_helper
+from probe.helper.service import HelperConfig
+from probe.measure.url import ProbeConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,7 +158,7 @@ async def test_many_connections_from_one_address_leave_room_for_others():
             await asyncio.sleep(0.5)
             health_s, health_status, measure_s, measure_status = await fresh_client(port, "127.0.0.6", site.port)
             # and again while the attacker keeps knocking
-            more = asyncio.ensure_future(asyncio.gather(*(connect() for _ in range(300))))
+            more = asyncio.gather(*(connect() for _ in range(300)))
             again = await fresh_client(port, "127.0.0.7", site.port)
             await more
             still_open = 0

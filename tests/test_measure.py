@@ -7,10 +7,7 @@ import asyncio
 import time
 
 import pytest
-
 from conftest import lab_config
-from probe.core import failures as F
-from probe.measure.url import measure_url
 from servers import (
     CP1251_TITLE,
     GARBAGE,
@@ -26,6 +23,9 @@ from servers import (
     site_app,
     unused_port,
 )
+
+from probe.core import failures as F
+from probe.measure.url import measure_url
 
 SITE = "site.lab.test"
 
@@ -373,7 +373,7 @@ def _dated_site(pki, name: str, days_from: int, days_to: int):
     import datetime as dt
     import ssl as ssl_mod
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = pki.ca.issue_cert(name, not_before=now + dt.timedelta(days=days_from),
                              not_after=now + dt.timedelta(days=days_to))
     ctx = ssl_mod.create_default_context(ssl_mod.Purpose.CLIENT_AUTH)

@@ -21,10 +21,10 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from probe.core import failures as F
-from probe.ooni import codec as ooni
-from probe.store import db as store
+from probe import store
 from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
+from probe.core import failures as F
+from probe.core.certs import describe_certificate
 from probe.core.records import (
     ControlResult,
     DnsAnswer,
@@ -36,7 +36,11 @@ from probe.core.records import (
     TlsHandshake,
     to_jsonable,
 )
-from probe.measure.tls import describe_certificate
+from probe.ooni import database as ooni_db
+from probe.ooni import decode as ooni_decode
+from probe.ooni import encode as ooni_encode
+from probe.ooni import files as ooni_files
+from probe.ooni import names as ooni_names
 
 DATA = Path(__file__).resolve().parent / "data" / "ooni"
 FILES = sorted(p for folder in ("real", "synthetic-qa") for p in (DATA / folder).iterdir() if ".json" in p.name)
@@ -52,7 +56,7 @@ def load(path: Path) -> dict:
 
 
 def convert(name: str) -> Measurement:
-    m, _ = ooni.ooni_to_measurement(load(DATA / name))
+    m, _ = ooni_decode.ooni_to_measurement(load(DATA / name))
     return m
 
 
@@ -101,7 +105,7 @@ def test_data_set_is_the_documented_one():
 
 def test_every_file_imports_once_with_sensible_fields(db):
     for path in FILES:
-        summary = ooni.import_ooni(db, path, source=rel(path))
+        summary = ooni_db.import_ooni(db, path, source=rel(path))
         assert (summary.imported, summary.errors, summary.skipped) == (1, 0, 0), (path.name, summary.messages)
     assert count(db, "measurements") == 64
     assert count(db, "runs") == 64  # one report (or file, without one) each
@@ -123,11 +127,11 @@ def test_every_file_imports_once_with_sensible_fields(db):
             assert F.is_known(rec.failure), (path.name, rec.failure)
         if label["dns_experiment_failure"]:
             system = [q for q in m.dns if q.engine == "system"]
-            assert system[0].failure == ooni.failure_from_ooni(label["dns_experiment_failure"])
+            assert system[0].failure == ooni_names.failure_from_ooni(label["dns_experiment_failure"])
         if label["tcp_failures"]:
-            assert ooni.failure_from_ooni(label["tcp_failures"]) in {c.failure for c in m.tcp}
+            assert ooni_names.failure_from_ooni(label["tcp_failures"]) in {c.failure for c in m.tcp}
         if label["tls_failures"]:
-            assert ooni.failure_from_ooni(label["tls_failures"]) in {t.failure for t in m.tls}
+            assert ooni_names.failure_from_ooni(label["tls_failures"]) in {t.failure for t in m.tls}
         if label["control_failure"]:
             assert m.control.failure == F.CONTROL_UNAVAILABLE
             assert m.control.raw == {"error": label["control_failure"]}
@@ -168,7 +172,7 @@ def test_tls_reset_with_consistent_dns():
 
 
 def test_indonesian_blockpage_redirect_is_two_hops():
-    m, meta = ooni.ooni_to_measurement(load(ID_FILE))
+    m, meta = ooni_decode.ooni_to_measurement(load(ID_FILE))
     assert [h.hop for h in m.http] == [0, 1]
     first, second = m.http
     assert (first.url, first.status) == ("http://archive.org", 302)
@@ -187,7 +191,7 @@ def test_indonesian_blockpage_redirect_is_two_hops():
 
 
 def test_test_keys_only_jsonc_parses():
-    m, meta = ooni.ooni_to_measurement(load(JSONC_FILE))
+    m, meta = ooni_decode.ooni_to_measurement(load(JSONC_FILE))
     assert meta["test_keys_only"] and meta["cc"] is None and meta["asn"] is None and meta["measured_at"] is None
     assert m.url == "https://mask.icloud.com/"  # what was asked of the test helper
     assert m.started_at == "1970-01-01T00:00:00.000000Z"
@@ -196,7 +200,7 @@ def test_test_keys_only_jsonc_parses():
 
 
 def test_importer_strips_comment_lines_itself(db):
-    summary = ooni.import_ooni(db, JSONC_FILE, source="pk.jsonc")
+    summary = ooni_db.import_ooni(db, JSONC_FILE, source="pk.jsonc")
     assert (summary.imported, summary.errors) == (1, 0)
     run = store.get_run(db, summary.run_ids[0])
     assert run["cc"] is None and "test_keys only" in run["notes"]
@@ -222,15 +226,15 @@ def test_importer_strips_comment_lines_itself(db):
     ],
 )
 def test_failure_strings_map_back_only_when_exact(theirs, ours):
-    assert ooni.failure_from_ooni(theirs) == ours
+    assert ooni_names.failure_from_ooni(theirs) == ours
     assert F.is_known(ours)
 
 
 def test_every_failure_of_ours_exports_to_ooni_and_back():
     for failure in F.FAILURES:
-        theirs = ooni.failure_to_ooni(failure)
+        theirs = ooni_names.failure_to_ooni(failure)
         assert theirs == F.OONI_NAMES.get(failure, failure)
-        back = ooni.failure_from_ooni(theirs)
+        back = ooni_names.failure_from_ooni(theirs)
         if failure in (F.NO_ADDRESSES, F.HTTP_PROTOCOL_ERROR):
             assert back != failure  # shared or catch-all OONI names: carried in tags instead
         elif failure != F.UNKNOWN_FAILURE:
@@ -241,11 +245,11 @@ def test_every_failure_of_ours_exports_to_ooni_and_back():
 
 
 def test_importing_again_adds_nothing(db):
-    first = [ooni.import_ooni(db, p, source=rel(p)) for p in FILES[:10]]
+    first = [ooni_db.import_ooni(db, p, source=rel(p)) for p in FILES[:10]]
     tables = ["runs", "run_targets", "measurements", "dns_queries", "dns_answers", "tcp_connects",
               "tls_handshakes", "http_requests", "control_results"]
     before = {t: count(db, t) for t in tables}
-    again = [ooni.import_ooni(db, p, source=rel(p)) for p in FILES[:10]]
+    again = [ooni_db.import_ooni(db, p, source=rel(p)) for p in FILES[:10]]
     assert {t: count(db, t) for t in tables} == before
     assert all(s.imported == 1 for s in first)
     assert all((s.imported, s.duplicates, s.errors) == (0, 1, 0) for s in again)
@@ -264,7 +268,7 @@ def test_jsonl_with_bad_lines_counts_them(db, tmp_path):
     lines = [good[0], "{not json", "", other_test, no_input, good[1], '{"test_keys": 5}']
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = ooni.import_ooni(db, path, source="mixed.jsonl")
+    summary = ooni_db.import_ooni(db, path, source="mixed.jsonl")
     assert (summary.imported, summary.skipped, summary.errors) == (2, 1, 3)
     text = "\n".join(summary.messages)
     assert "line 2: not valid JSON" in text
@@ -274,7 +278,7 @@ def test_jsonl_with_bad_lines_counts_them(db, tmp_path):
     assert count(db, "measurements") == 2
     # the synthetic measurement has no report_id: its run is the file's; the ID one has its own
     assert len(summary.run_ids) == 2
-    again = ooni.import_ooni(db, path, source="mixed.jsonl")
+    again = ooni_db.import_ooni(db, path, source="mixed.jsonl")
     assert (again.imported, again.duplicates, again.errors) == (0, 2, 3)
 
 
@@ -282,31 +286,31 @@ def test_lines_and_gzip_are_accepted(db, tmp_path):
     import gzip
 
     line = _compact(DATA / "synthetic-qa/httpDiffWithConsistentDNS.json")
-    assert ooni.import_ooni(db, [line + "\n"], source="memory").imported == 1
+    assert ooni_db.import_ooni(db, [line + "\n"], source="memory").imported == 1
     path = tmp_path / "one.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.write(_compact(ID_FILE) + "\n")
-    assert ooni.import_ooni(db, path, source="one.jsonl.gz").imported == 1
+    assert ooni_db.import_ooni(db, path, source="one.jsonl.gz").imported == 1
     listed = tmp_path / "two.json"  # a pretty-printed list of measurements
     listed.write_text(json.dumps([load(DATA / "synthetic-qa/successWithHTTPS.json"), load(JSONC_FILE)], indent=2))
-    summary = ooni.import_ooni(db, listed, source="two.json")
+    summary = ooni_db.import_ooni(db, listed, source="two.json")
     assert (summary.imported, summary.errors) == (2, 0)
 
 
 def test_a_broken_document_is_one_error_not_a_crash(db, tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{\n  "test_name": "web_connectivity",\n  "input": \n}\n', encoding="utf-8")
-    summary = ooni.import_ooni(db, path, source="broken.json")
+    summary = ooni_db.import_ooni(db, path, source="broken.json")
     assert (summary.imported, summary.errors) == (0, 1)
     assert summary.messages[0].startswith("line 4: not valid JSON")
-    with pytest.raises(ooni.OoniImportError, match="no such file"):
-        ooni.import_ooni(db, tmp_path / "absent.json", source="absent.json")
+    with pytest.raises(ooni_files.OoniImportError, match="no such file"):
+        ooni_db.import_ooni(db, tmp_path / "absent.json", source="absent.json")
 
 
 def test_malformed_values_inside_a_measurement_are_an_error(db):
     doc = load(DATA / "synthetic-qa/successWithHTTP.json")
     doc["test_keys"]["tcp_connect"][0]["port"] = "eighty"
-    summary = ooni.import_ooni(db, [json.dumps(doc)], source="bad-port")
+    summary = ooni_db.import_ooni(db, [json.dumps(doc)], source="bad-port")
     assert (summary.imported, summary.errors) == (0, 1)
     assert "malformed measurement" in summary.messages[0]
 
@@ -316,11 +320,11 @@ def test_malformed_values_inside_a_measurement_are_an_error(db):
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name[:60])
 def test_ooni_to_ours_to_ooni_to_ours_is_identical(path):
-    m1, meta = ooni.ooni_to_measurement(load(path), fallback_key=path.name)
+    m1, meta = ooni_decode.ooni_to_measurement(load(path), fallback_key=path.name)
     run = {"run_id": "8c1f3a52-0000-4000-8000-000000000001", "cc": meta["cc"], "asn": meta["asn"],
            "started_at": m1.started_at}
-    doc = json.loads(json.dumps(ooni.measurement_to_ooni(m1, run)))  # through real JSON
-    m2, meta2 = ooni.ooni_to_measurement(doc)
+    doc = json.loads(json.dumps(ooni_encode.measurement_to_ooni(m1, run)))  # through real JSON
+    m2, meta2 = ooni_decode.ooni_to_measurement(doc)
     assert observations(m2) == observations(m1)
     assert m2.measurement_id == m1.measurement_id and meta2["run_id"] == run["run_id"]
     tk = doc["test_keys"]
@@ -333,8 +337,8 @@ def test_ooni_to_ours_to_ooni_to_ours_is_identical(path):
 
 
 def test_export_lists_requests_last_hop_first():
-    m, _ = ooni.ooni_to_measurement(load(ID_FILE))
-    doc = ooni.measurement_to_ooni(m, {"cc": "ID", "asn": "AS23693"})
+    m, _ = ooni_decode.ooni_to_measurement(load(ID_FILE))
+    doc = ooni_encode.measurement_to_ooni(m, {"cc": "ID", "asn": "AS23693"})
     urls = [r["request"]["url"] for r in doc["test_keys"]["requests"]]
     assert urls == ["http://lamanlabuh.aduankonten.id/", "http://archive.org"]
     assert doc["probe_cc"] == "ID" and doc["probe_ip"] == "127.0.0.1"
@@ -420,8 +424,8 @@ def test_ours_to_ooni_to_ours_keeps_every_observation():
     run = {"run_id": "5d0c0ffe-0000-4000-8000-000000000002", "cc": "BY", "asn": "AS6697",
            "network_name": "Beltelecom", "resolvers": json.dumps(["127.0.0.53:53"]),
            "started_at": "2026-03-01T09:59:00.000000Z"}
-    doc = json.loads(json.dumps(ooni.measurement_to_ooni(m, run)))
-    back, meta = ooni.ooni_to_measurement(doc)
+    doc = json.loads(json.dumps(ooni_encode.measurement_to_ooni(m, run)))
+    back, meta = ooni_decode.ooni_to_measurement(doc)
     assert observations(back, control_raw=False) == observations(m, control_raw=False)
     assert back.measurement_id == m.measurement_id and meta["run_id"] == run["run_id"]
     assert (meta["cc"], meta["asn"], meta["network_name"], meta["resolver_ip"]) == ("BY", "AS6697", "Beltelecom",
@@ -436,7 +440,7 @@ def test_ours_to_ooni_to_ours_keeps_every_observation():
 
 def test_export_speaks_ooni():
     m = full_measurement()
-    doc = ooni.measurement_to_ooni(m, {})
+    doc = ooni_encode.measurement_to_ooni(m, {})
     tk = doc["test_keys"]
     assert (doc["probe_cc"], doc["probe_asn"], doc["software_name"]) == ("ZZ", "AS0", "bynet-probe")
     assert doc["measurement_start_time"] == "2026-03-01 10:00:00"
@@ -472,13 +476,13 @@ def test_control_failure_round_trips():
     m = full_measurement()
     m.control = ControlResult("https://control.test", m.started_at, 50000.0, F.CONTROL_UNAVAILABLE,
                               raw={"error": "timed out"})
-    doc = ooni.measurement_to_ooni(m, {})
+    doc = ooni_encode.measurement_to_ooni(m, {})
     assert doc["test_keys"]["control_failure"] == "unknown_failure: timed out"
     assert doc["test_keys"]["control"] is None
-    back, _ = ooni.ooni_to_measurement(json.loads(json.dumps(doc)))
+    back, _ = ooni_decode.ooni_to_measurement(json.loads(json.dumps(doc)))
     assert to_jsonable(back.control) == to_jsonable(m.control)
     m.control = None
-    back, _ = ooni.ooni_to_measurement(ooni.measurement_to_ooni(m, {}))
+    back, _ = ooni_decode.ooni_to_measurement(ooni_encode.measurement_to_ooni(m, {}))
     assert back.control is None
 
 
@@ -491,15 +495,15 @@ def test_database_to_jsonl_to_database(tmp_path):
                            "resolvers": "[]", "config": "{}", "notes": "[]"}, [store.RunTarget(m.url, "NEWS")])
     store.save_measurement(src, run_id, m)
     out = io.StringIO()
-    assert ooni.export_ooni(src, out, run_id=run_id[:8]) == 1
+    assert ooni_db.export_ooni(src, out, run_id=run_id[:8]) == 1
     dst = store.open_db(tmp_path / "dst.db")
-    summary = ooni.import_ooni(dst, out.getvalue().splitlines(keepends=True), source="export.jsonl")
+    summary = ooni_db.import_ooni(dst, out.getvalue().splitlines(keepends=True), source="export.jsonl")
     assert (summary.imported, summary.errors, summary.run_ids) == (1, 0, [run_id])
     before, after = store.load_measurement(src, m.measurement_id), store.load_measurement(dst, m.measurement_id)
     assert observations(after, control_raw=False) == observations(before, control_raw=False)
     assert store.get_run(dst, run_id)["cc"] == "BY"
-    with pytest.raises(ooni.OoniExportError):
-        ooni.export_ooni(src, io.StringIO(), run_id="nope")
+    with pytest.raises(ooni_db.OoniExportError):
+        ooni_db.export_ooni(src, io.StringIO(), run_id="nope")
 
 
 # --- the commands ----------------------------------------------------------------------------------------
@@ -547,7 +551,7 @@ def test_export_command(tmp_path):
     assert len(docs) == 2 and all(d["test_name"] == "web_connectivity" for d in docs)
     assert "exported 2 measurements to standard output" in everything.stderr
 
-    run_id = ooni.import_ooni(store.open_db(db_path), ID_FILE, source="again").run_ids[0]
+    run_id = ooni_db.import_ooni(store.open_db(db_path), ID_FILE, source="again").run_ids[0]
     out = tmp_path / "one.jsonl"
     one = runner.invoke(export_ooni_cmd, ["--db", str(db_path), "--run", run_id[:8], "-o", str(out)])
     assert one.exit_code == 0, one.output

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from clirun import QUIET, probe, rows
+from servers import Answer, DnsServer, WebServer, site_app, unused_port
+
 from probe.core import failures as F
-from probe.helper.service import HelperConfig
+from probe.core.records import ControlResult, DnsQuery, HttpRequest, TcpConnect
 from probe.helper.server import serve_helper
+from probe.helper.service import HelperConfig
 from probe.measure.url import ProbeConfig
 from probe.ooni.th import THRequestError, parse_th_request, th_answer, th_request, th_response_to_control
-from probe.core.records import ControlResult, DnsQuery, HttpRequest, TcpConnect
-from servers import Answer, DnsServer, WebServer, site_app, unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_ENV = {"OONI_LAB_NONBOGON": "127.0.0.0/8", "OOHELPERD_RESOLVER": "system"}

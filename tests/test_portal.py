@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-
 from clirun import QUIET, probe
 from conftest import lab_config
-from probe.measure.portal import check_portal
 from servers import Answer, DnsServer, WebServer, site_app
+
+from probe.measure.portal import check_portal
 
 PORTAL_TITLE = "Hotel Wi-Fi: please log in"
 
@@ -30,7 +30,7 @@ def portal_app() -> web.Application:
 def probes_on(port: int, path_status_marker=(("/generate_204", 204, b""), ("/success.txt", 200, b"success"),
                                              ("/hotspot-detect.html", 200, b"Success"))):
     hosts = ("connectivitycheck.gstatic.test", "detectportal.firefox.test", "captive.apple.test")
-    return tuple((f"http://{h}:{port}{p}", s, m) for h, (p, s, m) in zip(hosts, path_status_marker))
+    return tuple((f"http://{h}:{port}{p}", s, m) for h, (p, s, m) in zip(hosts, path_status_marker, strict=False))
 
 
 async def test_a_portal_is_found():

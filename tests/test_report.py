@@ -17,13 +17,14 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from probe import store
 from probe.analysis import persist
-from probe.report import model as rep
 from probe.cli.report import explain_cmd, report_cmd
-from probe.report.explain import NothingToExplain, confidence_words, explain, explain_measurement
-from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
-from probe.store import db as store
 from probe.core.records import Measurement, new_id
+from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
+from probe.report import heatmap, html, markdown, tables, terminal
+from probe.report import model as rep
+from probe.report.explain import NothingToExplain, confidence_words, explain, explain_measurement
 
 HOSTILE = "<script>alert('x')</script>"
 CYRILLIC = "заголовок страницы «Доступ ограничен»"
@@ -202,7 +203,7 @@ def test_day_matrix_takes_the_latest_verdict_of_each_day(rows):
 
 
 def test_json_is_a_list_of_measurements_with_exact_verdict_strings(rows):
-    data = json.loads(rep.render_json(rows))
+    data = json.loads(tables.render_json(rows))
     assert isinstance(data, list) and len(data) == len(rows)
     required = {"url", "domain", "asn", "cc", "measured_at", "verdict", "blocked", "confidence", "evidence",
                 "measurement_id", "network_name", "layer", "rule_id", "category"}
@@ -211,11 +212,11 @@ def test_json_is_a_list_of_measurements_with_exact_verdict_strings(rows):
     one = next(d for d in data if d["verdict"] == "tls.reset")
     assert one["blocked"] is True and one["asn"] == "AS6697" and one["layer"] == "tls"
     assert one["evidence"][0] == {"text": "TLS handshake reset right after our ClientHello", "fields": {"n": 0}}
-    assert CYRILLIC in rep.render_json(rows)  # readable, not \u-escaped
+    assert CYRILLIC in tables.render_json(rows)  # readable, not \u-escaped
 
 
 def test_csv_parses_back_one_row_per_measurement(rows):
-    parsed = list(csv.DictReader(io.StringIO(rep.render_csv(rows))))
+    parsed = list(csv.DictReader(io.StringIO(tables.render_csv(rows))))
     assert len(parsed) == len(rows)
     assert {p["verdict"] for p in parsed} == {p[3] for p in BELTELECOM + A1}
     first = next(p for p in parsed if p["url"] == "https://charter97.org/" and p["measured_at"] == _when(1, 10))
@@ -226,7 +227,7 @@ def test_csv_parses_back_one_row_per_measurement(rows):
 
 
 def test_markdown_has_the_tables_and_neutralises_html(rows):
-    md = rep.render_markdown(rep.build_report(rows, ["a.db", "b.db"]))
+    md = markdown.render_markdown(rep.build_report(rows, ["a.db", "b.db"]))
     assert "## Latest verdict per site and network" in md and "## Counts by method" in md
     assert "## History per site" in md and "### https://www.svaboda.org/" in md
     assert re.search(r"^\| https://charter97.org/ \| BY/AS6697 \| tls.reset \| yes \| 0.95 \| 3/3 \|", md, re.M)
@@ -270,7 +271,7 @@ class _Resources(HTMLParser):
 
 
 def test_html_is_one_self_contained_escaped_file_with_a_heat_map(rows):
-    page = rep.render_html(rep.build_report(rows, ["results/beltelecom.db", "results/a1.db"]))
+    page = html.render_html(rep.build_report(rows, ["results/beltelecom.db", "results/a1.db"]))
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
     assert 'src="http' not in page and '<link href="http' not in page and "<link" not in page
     assert "<script" not in page.lower()  # no script of ours, and the hostile one is escaped
@@ -304,19 +305,19 @@ def test_heat_map_grows_with_the_number_of_sites():
                  "asn": "AS6697", "measured_at": _when(d, 10), "verdict": "ok" if (s + d) % 3 else "tls.reset"}
                 for s in range(n_sites) for d in (1, 2, 3)]
 
-    small = rep.heatmap_png(fake(10))
-    big = rep.heatmap_png(fake(200))
+    small = heatmap.heatmap_png(fake(10))
+    big = heatmap.heatmap_png(fake(200))
     assert small.verdicts == ["ok", "tls.reset"]
-    (w1, h1), (w2, h2) = _png_size(small.png), _png_size(big.png)
-    assert h2 > 10 * h1 / 2 and h2 / 200 >= 0.2 * rep.HEATMAP_DPI  # a 0.2 in row per site, at least
-    assert big.css_height == h2 * rep.HEATMAP_SHOW_DPI // rep.HEATMAP_DPI
-    huge = rep.heatmap_png(fake(1000))  # a whole global list: still a picture a browser can open
-    assert max(_png_size(huge.png)) <= rep.MAX_HEATMAP_PX + 100
+    (_w1, h1), (_w2, h2) = _png_size(small.png), _png_size(big.png)
+    assert h2 > 10 * h1 / 2 and h2 / 200 >= 0.2 * heatmap.HEATMAP_DPI  # a 0.2 in row per site, at least
+    assert big.css_height == h2 * heatmap.HEATMAP_SHOW_DPI // heatmap.HEATMAP_DPI
+    huge = heatmap.heatmap_png(fake(1000))  # a whole global list: still a picture a browser can open
+    assert max(_png_size(huge.png)) <= heatmap.MAX_HEATMAP_PX + 100
 
 
 def test_terminal_report_shows_both_tables(rows):
     console = Console(file=io.StringIO(), width=220, color_system=None)
-    rep.render_terminal(rep.build_report(rows, ["x.db"]), console)
+    terminal.render_terminal(rep.build_report(rows, ["x.db"]), console)
     out = console.file.getvalue()
     assert "latest verdict per site and network" in out and "counts by method" in out
     assert "tls.reset" in out and "blocked at tls" in out and "BY/AS25106" in out
@@ -446,22 +447,22 @@ def unclear_db(tmp_path):
 
 def test_cant_tell_is_null_in_json_and_said_in_every_human_format(unclear_db):
     rows = rep.collect([unclear_db])
-    by_url = {r["url"]: r for r in json.loads(rep.render_json(rows))}
+    by_url = {r["url"]: r for r in json.loads(tables.render_json(rows))}
     assert by_url["https://belapan.by/"]["blocked"] is None
     assert by_url["https://belapan.by/"]["verdict"] == "tcp.refused"  # the likely verdict, still named
     assert by_url["https://charter97.org/"]["blocked"] is True
-    csv_rows = {r["url"]: r for r in csv.DictReader(io.StringIO(rep.render_csv(rows)))}
+    csv_rows = {r["url"]: r for r in csv.DictReader(io.StringIO(tables.render_csv(rows)))}
     assert csv_rows["https://belapan.by/"]["blocked"] == "can't tell"
     report = rep.build_report(rows, ["nocontrol.db"])
     assert report.cant_tell == 1 and report.layers["tcp"] == 0 and report.layers["http"] == 1
     assert report.counts == {"tcp.refused (can't tell)": 1, "http.blockpage": 1}
-    md = rep.render_markdown(report)
+    md = markdown.render_markdown(report)
     assert "| https://belapan.by/ | BY/AS6697 | tcp.refused | can't tell |" in md
     assert "| can't tell |  | 1 |" in md
-    page = rep.render_html(report)
+    page = html.render_html(report)
     assert "tcp.refused?</span>" in page and "can&#x27;t tell" in page
     buf = io.StringIO()
-    rep.render_terminal(report, Console(file=buf, width=250, force_terminal=False))
+    terminal.render_terminal(report, Console(file=buf, width=250, force_terminal=False))
     assert "tcp.refused (can't tell)" in buf.getvalue()
 
 
@@ -472,7 +473,7 @@ def test_explain_says_cant_tell_and_how_to_get_a_control(unclear_db):
 
 
 def test_a_heat_map_cell_that_cannot_tell_is_its_own_colour(unclear_db):
-    chart = rep.heatmap_png(rep.collect([unclear_db]))
+    chart = heatmap.heatmap_png(rep.collect([unclear_db]))
     assert "can't tell" in chart.verdicts and "tcp.refused" not in chart.verdicts
 
 
@@ -483,7 +484,7 @@ def test_tags_are_shown_and_explained(tmp_path):
     v.tags = ["partial:ipv4"]
     persist.save_verdicts(db, [(_measure(db, run_id, "https://nashaniva.com/", 5, 10), v)])
     rows = rep.collect([db])
-    assert json.loads(rep.render_json(rows))[0]["tags"] == ["partial:ipv4"]
-    assert "tcp.timeout (IPv4 only)" in rep.render_markdown(rep.build_report(rows))
+    assert json.loads(tables.render_json(rows))[0]["tags"] == ["partial:ipv4"]
+    assert "tcp.timeout (IPv4 only)" in markdown.render_markdown(rep.build_report(rows))
     assert "Note:        only the IPv4 addresses" in explain(db, "nashaniva.com")
     db.conn.close()

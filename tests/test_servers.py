@@ -467,7 +467,7 @@ async def test_web_dynamic(web_srv, client):
             text = await r.text()
         title = text[text.index("<title>") : text.index("</title>")]
         seen.append((title, len(text.encode())))
-    for a, b in zip(seen, seen[1:]):
+    for a, b in zip(seen, seen[1:], strict=False):
         assert a[0] != b[0]
         assert a[1] != b[1]
 

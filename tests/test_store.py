@@ -1,12 +1,11 @@
 """Storage: migrations, refusal of corrupt or newer databases, one transaction per URL."""
 
 import sqlite3
-
 from pathlib import Path
 
 import pytest
 
-from probe.store import db as store
+from probe import store
 from probe.core.records import (
     ControlResult,
     DnsAnswer,
@@ -41,7 +40,8 @@ def _measurement(url="https://site.test/"):
               HttpRequest("http://192.0.2.1/", "http_fallback", 0, t, 4.0, status=302,
                           location="http://82.209.230.23/", body_head=b"<title>x</title>", body_length=15)]
     m.control = ControlResult("http://control", t, 10.0, dns=[DnsQuery("system", None, "site.test", "ANY", t, 1.0,
-                              answers=[DnsAnswer("A", "192.0.2.1")])], http=[HttpRequest(url, "main", 0, t, 5.0, status=200, title="Site")],
+                              answers=[DnsAnswer("A", "192.0.2.1")])],
+                              http=[HttpRequest(url, "main", 0, t, 5.0, status=200, title="Site")],
                               raw={"version": 1})
     m.addresses = ["192.0.2.1"]
     m.finished_at = utcnow()
@@ -66,7 +66,7 @@ def _as_version_1(tmp_path, fill) -> Path:
     for table in ("runs", "run_targets", "measurements", "dns_queries", "dns_answers", "tcp_connects",
                   "tls_handshakes", "http_requests", "control_results"):
         cols = [c.name for c in old[table].columns]
-        rows = [dict(zip(cols, r)) for r in current.execute(f"select {', '.join(cols)} from {table}").fetchall()]
+        rows = [dict(zip(cols, r, strict=False)) for r in current.execute(f"select {', '.join(cols)} from {table}").fetchall()]
         old[table].insert_all(rows)
     current.conn.close()
     old.conn.close()

@@ -4,10 +4,11 @@ A local DNS server plays OpenDNS's myip and Team Cymru's IP-to-ASN zones."""
 
 from pathlib import Path
 
-from probe.measure.url import ProbeConfig
-from probe.measure.plan import plan_new_run
-from probe.measure.vantage import lookup_vantage, parse_asname_txt, parse_origin_txt, reverse_name
 from servers import Answer, DnsServer, Txt
+
+from probe.measure.plan import plan_new_run
+from probe.measure.url import ProbeConfig
+from probe.measure.vantage import lookup_vantage, parse_asname_txt, parse_origin_txt, reverse_name
 
 NAMES = {"myip": "myip.lab.test", "origin": "origin.lab.test", "origin6": "origin6.lab.test", "asn": "asn.lab.test"}
 ZONE = {

@@ -17,10 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.ooni.codec import ooni_to_measurement
-
 from probe.analysis.classify import classify
 from probe.analysis.view import Context
+from probe.ooni.decode import ooni_to_measurement
 
 OUR_FAMILY = {
     "ok": "accessible",

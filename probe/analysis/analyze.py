@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from probe.store import db as store
-
+from probe import store
 from probe.analysis.classify import classify
 from probe.analysis.fingerprints import FingerprintDB, default_fingerprints
 from probe.analysis.persist import save_verdicts
-from probe.core.verdicts import LOW_CONFIDENCE, Verdict
 from probe.analysis.view import Context
+from probe.core.verdicts import LOW_CONFIDENCE, Verdict
 
 BATCH = 200
 
@@ -48,17 +47,7 @@ def run_context(db: sqlite_utils.Database, run: dict, fingerprints: FingerprintD
             nets.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
             pass
-    total, failed = db.execute(
-        """
-        select count(*), sum(case when not exists (
-                 select 1 from dns_answers a where a.measurement_id = m.measurement_id and a.side = 'local'
-                 and a.answer_type in ('A', 'AAAA'))
-               and exists (select 1 from dns_queries q where q.measurement_id = m.measurement_id and q.side = 'local')
-               then 1 else 0 end)
-        from measurements m where m.run_id = ?
-        """,
-        [run["run_id"]],
-    ).fetchone()
+    total, failed = store.dns_failure_counts(db, run["run_id"])
     return Context(
         broken_families=_broken_families(db, run["run_id"]),
         link_bytes_per_s=config.get("link_bytes_per_s") or _link_speed_of_run(db, run["run_id"]),
@@ -78,12 +67,7 @@ BROKEN_FAMILY_MIN = 3
 
 
 def _broken_families(db: sqlite_utils.Database, run_id: str) -> frozenset[int]:
-    rows = list(db.query(
-        """select sum(instr(c.ip, ':') = 0) as v4, sum(instr(c.ip, ':') = 0 and c.success) as v4ok,
-                  sum(instr(c.ip, ':') > 0) as v6, sum(instr(c.ip, ':') > 0 and c.success) as v6ok
-           from measurements m join tcp_connects c
-             on c.measurement_id = m.measurement_id and c.side = 'local' and c.port = m.port
-           where m.run_id = ? group by m.measurement_id""", [run_id]))
+    rows = store.connects_by_family(db, run_id)
     dual = [r for r in rows if r["v4"] and r["v6"]]
     out = set()
     for fam, ok, other in ((4, "v4ok", "v6ok"), (6, "v6ok", "v4ok")):
@@ -101,11 +85,7 @@ def _link_speed_of_run(db: sqlite_utils.Database, run_id: str) -> float | None:
     """The median download speed of the run's large pages (bytes/s): what the link
     carries when no helper measured it. A throttled site is one among many."""
     speeds = sorted(
-        r["body_length"] / (r["duration_ms"] / 1000)
-        for r in db.query(
-            """select h.body_length, h.duration_ms from http_requests h join measurements m using (measurement_id)
-               where m.run_id = ? and h.side = 'local' and h.kind = 'main' and h.status is not null
-               and h.body_length >= ? and h.duration_ms > 0""", [run_id, LINK_SAMPLE_MIN_BYTES])
+        length / (ms / 1000) for length, ms in store.download_samples(db, run_id, LINK_SAMPLE_MIN_BYTES)
     )
     return speeds[len(speeds) // 2] if speeds else None
 
@@ -120,11 +100,10 @@ def analyze_db(
 ) -> AnalyzeSummary:
     fingerprints = fingerprints or default_fingerprints()
     summary = AnalyzeSummary()
-    runs = list(db.query("select * from runs" + (" where run_id = ?" if run_id else ""), [run_id] if run_id else []))
+    runs = store.runs(db, run_id)
     for run in runs:
         ctx = run_context(db, run, fingerprints, lab_networks)
-        ids = [r["measurement_id"] for r in db.query(
-            "select measurement_id from measurements where run_id = ? order by started_at", [run["run_id"]])]
+        ids = [mid for mid, _ in store.measurement_ids(db, run["run_id"])]
         batch: list[tuple[str, Verdict]] = []
         for mid in ids:
             m = store.load_measurement(db, mid)

@@ -15,14 +15,13 @@ Pure: no I/O, so it runs the same under pytest, over SQLite or in a pipeline.
 
 from __future__ import annotations
 
-from probe.core.records import Measurement
-
 from probe.analysis.dns import classify_dns
 from probe.analysis.http import classify_http
 from probe.analysis.tcpip import classify_tcp
 from probe.analysis.tls import classify_tls
-from probe.core.verdicts import LAYERS, Evidence, LayerFinding, Verdict
 from probe.analysis.view import Context, View
+from probe.core.records import Measurement
+from probe.core.verdicts import LAYERS, Evidence, LayerFinding, Verdict
 
 NO_CONTROL_FACTOR = 0.6
 

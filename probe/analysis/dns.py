@@ -9,10 +9,9 @@ before anything else, and a DNS answer judged by the page its address serves.
 
 from __future__ import annotations
 
-from probe.core import failures as F
-
-from probe.core.verdicts import Evidence, LayerFinding, needs_control
 from probe.analysis.view import NO_RESPONSE, View, family
+from probe.core import failures as F
+from probe.core.verdicts import Evidence, LayerFinding, needs_control
 
 
 def _finding(rule: str, blocked: float, down: float, ok: float, verdict: str | None = None,
@@ -88,7 +87,8 @@ def _classify_dns(v: View) -> LayerFinding:
             score = 1.0 if in_country else 0.9
             return _finding(
                 "answer_matches_fingerprint", score, 0, 1 - score, "dns.blockpage",
-                Evidence(f"the local answer {ip} is a known blockpage address ({fp.name}, {'/'.join(fp.countries) or 'any country'})",
+                Evidence(f"the local answer {ip} is a known blockpage address "
+                         f"({fp.name}, {'/'.join(fp.countries) or 'any country'})",
                          {"answer": ip, "fingerprint": fp.name, "scope": fp.scope}),
             )
 

@@ -22,13 +22,13 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from probe.core.pagetext import content_type_of, decode_html
+from probe.core.constants import BODY_KEEP
+from probe.core.pagetext import content_type_of, decode_html, extract_title
 from probe.core.records import HttpRequest
 
 LOCATIONS = ("dns", "body", "title", "response")  # plus header.<name>
 PATTERN_TYPES = ("full", "prefix", "contains", "regexp")
 CONFIRMING_SCOPES = {"isp", "nat", "prod", "inst", "injb", "prov"}
-_BODY_SCAN = 64 * 1024  # what the probe keeps of a body
 
 
 class FingerprintError(ValueError):
@@ -76,7 +76,7 @@ def _required_literal(pattern: str) -> tuple[str | None, bool]:
     try:
         parsed = re._parser.parse(pattern, re.DOTALL)  # the stdlib's own regex parser
         literal = re._constants.LITERAL
-    except Exception:  # noqa: BLE001 - no prefilter is always safe
+    except Exception:
         return None, False
     if parsed.state.flags & re.IGNORECASE:
         return None, False
@@ -194,7 +194,7 @@ class FingerprintDB:
         if h.status is None:
             return []
         label = label or (f"hop {h.hop}" if h.kind == "main" else f"{h.kind} {h.url}")
-        body = decode_html((h.body_head or b"")[:_BODY_SCAN], content_type_of(h.headers))
+        body = decode_html((h.body_head or b"")[:BODY_KEEP], content_type_of(h.headers))
         out = self._match("body", body, f"body of {label}") if body else []
         if h.title:
             out += self._match("title", h.title, f"title of {label}")
@@ -269,3 +269,22 @@ def load_fingerprints(path: str | Path | None = None) -> FingerprintDB:
 @lru_cache(maxsize=1)
 def default_fingerprints() -> FingerprintDB:
     return load_fingerprints()
+
+
+def saved_response(data: bytes, name: str) -> HttpRequest:
+    """A page or a whole HTTP response saved to a file (``HTTP/1.1 403 ...`` first), as
+    the record the probe would have made of it: what `probe fingerprints test` matches."""
+    status, headers, body = 200, [], data
+    if data.startswith(b"HTTP/"):
+        head, _, body = data.partition(b"\r\n\r\n") if b"\r\n\r\n" in data else data.partition(b"\n\n")
+        lines = head.decode("latin-1").splitlines()
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            status = 200
+        headers = [[k.strip(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:]) if k]
+    ctype = next((v for k, v in headers if k.lower() == "content-type"), None)
+    kept = body[:BODY_KEEP]
+    return HttpRequest(url=name, kind="main", hop=0, started_at="", duration_ms=0, status=status,
+                       headers=headers, body_head=kept, title=extract_title(kept, ctype),
+                       location=next((v for k, v in headers if k.lower() == "location"), None))

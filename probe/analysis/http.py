@@ -18,15 +18,13 @@ import re
 
 from yarl import URL
 
+from probe.analysis.fingerprints import Match
+from probe.analysis.tcpip import RESET_LIKE, most_telling
+from probe.analysis.tcpip import VERDICT_FOR as TCP_VERDICT_FOR
+from probe.analysis.view import HopSteps, View, norm_host
 from probe.core import failures as F
 from probe.core.records import HttpRequest
-
-from probe.analysis.fingerprints import Match
-from probe.analysis.tcpip import RESET_LIKE
-from probe.analysis.tcpip import VERDICT_FOR as TCP_VERDICT_FOR
-from probe.analysis.tcpip import most_telling
 from probe.core.verdicts import Evidence, LayerFinding, needs_control
-from probe.analysis.view import CERT_FAILURES, HopSteps, View, norm_host
 
 BODY_PROPORTION_MIN = 0.7  # OONI's body_length_match threshold
 TITLE_WORD_MIN_CHARS = 4  # OONI uses 5 *bytes*; characters treat Cyrillic fairly
@@ -156,7 +154,7 @@ def _step_verdict(steps: HopSteps) -> tuple[str, float, str, list[Evidence]] | N
                      {"host": steps.host, "port": steps.port, "failures": fails})]
     if steps.scheme == "https" and steps.tls and not any(t.success for t in steps.tls):
         t = steps.tls[0]
-        if t.failure in CERT_FAILURES:
+        if t.failure in F.CERT_FAILURES:
             verdict, score = "tls.mitm", 0.8
         elif t.failure == F.GENERIC_TIMEOUT:
             verdict, score = "tls.timeout", 0.7
@@ -233,7 +231,7 @@ def hop_failure(v: View, final: HttpRequest, failure: str) -> tuple[str, float, 
         return "tcp.refused", 0.75, "redirect_target_refused", []
     if failure in (F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE):
         return "tcp.timeout", 0.6, "redirect_target_unreachable", []
-    if failure in CERT_FAILURES:
+    if failure in F.CERT_FAILURES:
         return "tls.mitm", 0.6, "redirect_target_bad_certificate", []
     no_tls_record = final.url.startswith("https://") and other_host and not (steps and steps.tls)
     if failure in RESET_LIKE:

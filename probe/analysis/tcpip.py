@@ -10,10 +10,9 @@ one with a harmless name) is IP-level reset, told apart from SNI filtering.
 
 from __future__ import annotations
 
-from probe.core import failures as F
-
-from probe.core.verdicts import Evidence, LayerFinding, needs_control
 from probe.analysis.view import View, family
+from probe.core import failures as F
+from probe.core.verdicts import Evidence, LayerFinding, needs_control
 
 RESET_LIKE = {F.CONNECTION_RESET, F.EOF}
 VERDICT_FOR = {
@@ -116,7 +115,8 @@ def classify_tcp(v: View, dns: LayerFinding) -> LayerFinding:
         if partial is not None:
             return partial
         failed = [c for c in conns if not c.success]
-        extra = [Evidence(f"{len(failed)} of {len(conns)} addresses could not be reached", {"failed": [c.ip for c in failed]})] if failed else []
+        extra = [Evidence(f"{len(failed)} of {len(conns)} addresses could not be reached",
+                          {"failed": [c.ip for c in failed]})] if failed else []
         return _f("connect_ok", 0, 0, 1.0, None, Evidence(f"TCP connect to {ok[0].ip}:{m.port} succeeded"), *extra)
 
     failures = sorted({c.failure or F.UNKNOWN_FAILURE for c in conns})

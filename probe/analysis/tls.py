@@ -11,11 +11,10 @@ harmless name succeeds.
 
 from __future__ import annotations
 
-from probe.core import failures as F
-
 from probe.analysis.tcpip import RESET_LIKE, dns_untrusted
+from probe.analysis.view import View
+from probe.core import failures as F
 from probe.core.verdicts import Evidence, LayerFinding, needs_control
-from probe.analysis.view import CERT_FAILURES, View
 
 
 def _f(rule, blocked, down, ok, verdict=None, *evidence) -> LayerFinding:
@@ -46,7 +45,7 @@ def classify_tls(v: View, dns: LayerFinding, tcp: LayerFinding) -> LayerFinding:
                      {"failure": h.failure, "stage": h.failure_stage, "address": h.ip,
                       "bytes_sent": h.bytes_sent, "bytes_received": h.bytes_received})
 
-    if h.failure in CERT_FAILURES:
+    if h.failure in F.CERT_FAILURES:
         leaf = h.peer_certificates[0] if h.peer_certificates else None
         shown = Evidence(
             f"the certificate shown here: subject {leaf.subject}, issued by {leaf.issuer}" if leaf else "no certificate captured",

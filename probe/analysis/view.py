@@ -9,16 +9,14 @@ from functools import cached_property
 
 from yarl import URL
 
-from probe.core import failures as F
-from probe.measure.dns import system_resolver_gave_up
-from probe.core.records import DnsQuery, HttpRequest, Measurement, TlsHandshake
-
 from probe.analysis.fingerprints import FingerprintDB, Match, default_fingerprints
+from probe.core import failures as F
+from probe.core.answers import system_resolver_gave_up
+from probe.core.records import DnsQuery, HttpRequest, Measurement, TlsHandshake
 
 # Failures that mean "no answer came at all": nothing was learned about the name.
 NO_RESPONSE = {F.GENERIC_TIMEOUT, F.DNS_TEMPORARY_FAILURE, F.CONNECTION_REFUSED, F.NETWORK_UNREACHABLE,
                F.HOST_UNREACHABLE}
-CERT_FAILURES = {F.SSL_INVALID_HOSTNAME, F.SSL_UNKNOWN_AUTHORITY, F.SSL_INVALID_CERTIFICATE}
 
 
 @dataclass

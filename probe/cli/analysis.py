@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from probe.store import db as store
+from probe import store
+from probe.analysis.fingerprints import (
+    FingerprintError,
+    Match,
+    default_fingerprints,
+    load_fingerprints,
+    saved_response,
+)
+from probe.cli.common import DEFAULT_DB, fail
+from probe.measure.http import fetch_url
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
-from probe.core.records import HttpRequest
-
-from probe.analysis.fingerprints import FingerprintError, Match, default_fingerprints, load_fingerprints
-
-DEFAULT_DB = Path("results") / "probe.db"
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 def _fingerprints(path: str | None):
     try:
         return load_fingerprints(path) if path else default_fingerprints()
     except FingerprintError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @click.command("analyze")
@@ -46,14 +44,14 @@ def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None, lab_netw
     try:
         nets = tuple(parse_lab_networks(lab_network))
     except PlanError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     if not db_path.exists():
-        _fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+        fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
     try:
         db = store.open_db(db_path, create=False)
     except store.StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     fps = _fingerprints(fp_path)
     summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets)
     table = Table(title=f"{summary.measurements} measurements classified (classifier {CLASSIFIER_VERSION})")
@@ -83,41 +81,16 @@ def _match_target(target: str, fps) -> tuple[str, list[Match]]:
         pass
     path = Path(target)
     if path.exists():
-        data = path.read_bytes()
-        status, headers, body = 200, [], data
-        if data.startswith(b"HTTP/"):
-            head, _, body = data.partition(b"\r\n\r\n") if b"\r\n\r\n" in data else data.partition(b"\n\n")
-            lines = head.decode("latin-1").splitlines()
-            try:
-                status = int(lines[0].split()[1])
-            except (IndexError, ValueError):
-                status = 200
-            headers = [[k.strip(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:]) if k]
-        from probe.core.pagetext import extract_title
-
-        ctype = next((v for k, v in headers if k.lower() == "content-type"), None)
-        h = HttpRequest(url=str(path), kind="main", hop=0, started_at="", duration_ms=0, status=status,
-                        headers=headers, body_head=body[:65536], title=extract_title(body[:65536], ctype),
-                        location=next((v for k, v in headers if k.lower() == "location"), None))
+        h = saved_response(path.read_bytes(), str(path))
         return f"file {path}", fps.match_http(h, label=str(path))
     if target.startswith(("http://", "https://")):
-        from probe.measure.http import FetchOptions, fetch_http, new_session
-        from probe.measure.tls import make_ssl_context
-
-        async def fetch():
-            session = new_session({}, make_ssl_context(), FetchOptions(timeout=15))
-            try:
-                return await fetch_http(session, target, FetchOptions(timeout=15))
-            finally:
-                await session.close()
-
-        hops = asyncio.run(fetch())
+        hops = asyncio.run(fetch_url(target))
         matches: list[Match] = []
         for h in hops:
             matches += fps.match_http(h)
         last = hops[-1]
         return f"{target} ({len(hops)} hop(s), last: {last.status or last.failure})", matches
-    _fail(f"{target!r} is not an IP address, a file or an http(s) URL")
+    fail(f"{target!r} is not an IP address, a file or an http(s) URL")
 
 
 @fingerprints_group.command("test")

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from probe.cli.common import fail
 from probe.core import userconfig
-
-
-def _fail(message: object) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 @click.group("config")
@@ -31,7 +25,7 @@ def set_cmd(key: str, values: tuple[str, ...]) -> None:
     try:
         path = userconfig.set_values(key, list(values))
     except userconfig.ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"{key} = {', '.join(values)} (in {path})")
 
 
@@ -43,7 +37,7 @@ def get_cmd(key: str) -> None:
         for v in userconfig.get(key):
             click.echo(v)
     except userconfig.ConfigError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @config_group.command("unset")
@@ -53,7 +47,7 @@ def unset_cmd(key: str) -> None:
     try:
         userconfig.set_values(key, [])
     except userconfig.ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"{key} unset")
 
 
@@ -63,7 +57,7 @@ def show_cmd() -> None:
     try:
         values = userconfig.show()
     except userconfig.ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"# {userconfig.config_path()}")
     for key, vals in values.items():
         click.echo(f"{key} = {', '.join(vals) if vals else '(unset)'}    # {userconfig.KEYS[key]}")

@@ -8,25 +8,12 @@ import signal
 import sys
 
 import click
-from probe.measure import dns as dnsstep
-from probe.helper.service import HelperConfig
+
+from probe.cli.common import resolver_option
+from probe.core.addresses import format_hostport
 from probe.helper.server import serve_helper
+from probe.helper.service import HelperConfig
 from probe.measure.url import ProbeConfig
-
-
-def _resolver(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
-    if not values:
-        return None
-    out = []
-    for v in values:
-        try:
-            host, port = dnsstep.split_hostport(v)
-        except ValueError:
-            raise click.BadParameter(f"{v!r} is not IP[:PORT]") from None
-        if not dnsstep.is_ip(host) or not 0 < port < 65536:
-            raise click.BadParameter(f"{v!r} is not IP[:PORT]")
-        out.append(dnsstep.format_hostport(host, port))
-    return out
 
 
 @click.group("control")
@@ -58,7 +45,7 @@ def control_group() -> None:
     "--resolver",
     "resolvers",
     multiple=True,
-    callback=_resolver,
+    callback=resolver_option,
     metavar="IP[:PORT]",
     help="DNS resolver to query over UDP (repeatable). Default: the system's.",
 )
@@ -111,7 +98,7 @@ def serve(
     port: int,
     allow_private: bool,
     ca_file: str | None,
-    resolvers: list[str] | None,
+    resolvers: list[str],
     system_resolver: bool,
     per_client_concurrency: int,
     rate_per_minute: int,
@@ -121,7 +108,7 @@ def serve(
 ) -> None:
     """Serve the control helper (GET /health, POST /v1/measure) until Ctrl-C or SIGTERM."""
     probe_config = ProbeConfig(ca_file=ca_file, system_resolver=system_resolver)
-    if resolvers is not None:
+    if resolvers:
         probe_config.resolvers = resolvers
     config = HelperConfig(
         allow_private=allow_private,
@@ -150,7 +137,7 @@ def serve(
 
 async def _serve(config: HelperConfig, host: str, port: int) -> None:
     async with serve_helper(config, host, port) as helper:
-        where = ", ".join("http://" + dnsstep.format_hostport(str(a[0]), a[1]) for a in helper.addresses)
+        where = ", ".join("http://" + format_hostport(str(a[0]), a[1]) for a in helper.addresses)
         b = helper.budget
         click.echo(f"control helper listening on {where} (Ctrl-C to stop); "
                    f"{config.per_client_concurrency} measurements at once and {config.rate_per_minute}/min "
@@ -179,10 +166,10 @@ def check(url: str, ca_file: str | None, measure_url: str | None) -> None:
 
     Exit 0 when it answers, 2 when it does not (one line saying why).
     """
+    from probe.core.userconfig import ConfigError, check_control_url
     from probe.measure.control import ControlClient, ControlUnavailable
     from probe.measure.plan import CLOCK_TOLERANCE_S
     from probe.measure.tls import make_ssl_context
-    from probe.core.userconfig import ConfigError, check_control_url
 
     try:
         url = check_control_url(url)

@@ -1,4 +1,4 @@
-"""``probe import-ooni`` and ``probe export-ooni``: a thin click shell over probe.ooni.codec.
+"""``probe import-ooni`` and ``probe export-ooni``: a thin click shell over probe.ooni.database.
 
 Why a shell only: the mapping is tested as pure functions; these commands parse
 arguments, call, and print. As everywhere in ``probe``, what a user can get wrong (a
@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from probe.store import db as store
-from probe.ooni.codec import ImportSummary, OoniExportError, OoniImportError, export_ooni, find_run, import_ooni
+from probe import store
+from probe.cli.common import DEFAULT_DB, fail
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
-from probe.store.db import StoreError
+from probe.ooni.database import (
+    ImportSummary,
+    OoniExportError,
+    export_ooni,
+    find_run,
+    import_ooni,
+)
+from probe.ooni.files import OoniImportError
+from probe.store import StoreError
 
-DEFAULT_DB = Path("results") / "probe.db"
-EXIT_BAD_INPUT = 2
 MAX_MESSAGES = 20  # per file: enough to find the bad lines without flooding the terminal
-
-
-def _fail(message: object) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(EXIT_BAD_INPUT)
 
 
 def _report(summary: ImportSummary) -> None:
@@ -53,25 +53,25 @@ def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[s
     try:
         nets = parse_lab_networks(lab_network)
     except PlanError as exc:
-        _fail(exc)
+        fail(exc)
     for f in files:  # every file readable before anything is written
         if not f.is_file():
-            _fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
+            fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
     try:
         db = store.open_db(db_path)
     except StoreError as exc:
-        _fail(exc)
+        fail(exc)
     unusable: list[Path] = []
     for f in files:
         try:
             summary = import_ooni(db, f, source=str(f), lab_networks=nets)
         except OoniImportError as exc:
-            _fail(exc)
+            fail(exc)
         _report(summary)
         if summary.usable == 0:
             unusable.append(f)
     if unusable:
-        _fail(f"{unusable[0]}: no usable web_connectivity measurement"
+        fail(f"{unusable[0]}: no usable web_connectivity measurement"
               + (f" (and {len(unusable) - 1} more files)" if len(unusable) > 1 else ""))
 
 
@@ -89,7 +89,7 @@ def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> N
     try:
         db = store.open_db(db_path, create=False)
     except StoreError as exc:
-        _fail(exc)
+        fail(exc)
     to_stdout = output is None or str(output) == "-"
     try:
         if run_id is not None:
@@ -100,7 +100,7 @@ def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> N
             with output.open("w", encoding="utf-8", newline="\n") as fh:
                 count = export_ooni(db, fh, run_id=run_id)
     except OoniExportError as exc:
-        _fail(exc)
+        fail(exc)
     except OSError as exc:
-        _fail(f"{output}: cannot write ({exc.strerror or exc})")
+        fail(f"{output}: cannot write ({exc.strerror or exc})")
     click.echo(f"exported {count} measurements to {'standard output' if to_stdout else output}", err=True)

@@ -16,15 +16,13 @@ from typing import Any
 import click
 import sqlite_utils
 
-from probe.store import db as store
-from probe.store.db import StoreError
-
+from probe import store
+from probe.cli.common import DEFAULT_DB, fail
+from probe.report import html, markdown, tables, terminal
 from probe.report import model as rep
 from probe.report.explain import NothingToExplain, explain_measurement
+from probe.store import StoreError
 
-# Not imported from probe.cli.main: probe.cli.main imports this module to attach the commands.
-DEFAULT_DB = Path("results") / "probe.db"
-EXIT_BAD_INPUT = 2
 FORMATS = ("table", "json", "csv", "markdown", "html")
 
 
@@ -46,7 +44,7 @@ def open_databases(paths: Sequence[Path]) -> list[sqlite_utils.Database]:
 
 def close_all(dbs: Sequence[sqlite_utils.Database]) -> None:
     for db in dbs:
-        db.conn.close()
+        store.close(db)
 
 
 def _db_flag(path: Path) -> str:
@@ -60,8 +58,8 @@ def load_rows(
     verdicts anywhere, raises ReportError saying to run `probe analyze`."""
     unique_paths = list(dict.fromkeys(paths))
     warnings = []
-    for db, path in zip(dbs, unique_paths):
-        versions = rep.classifier_versions(db)
+    for db, path in zip(dbs, unique_paths, strict=False):
+        versions = store.classifier_versions(db)
         if not versions:
             warnings.append(f"{path} has no verdicts yet (run `probe analyze{_db_flag(path)}`); left out")
         elif classifier_version is not None and classifier_version not in versions:
@@ -81,15 +79,15 @@ def load_rows(
 def render_text(fmt: str, rows: list[rep.Row], sources: Sequence[str]) -> str:
     """Every format but the terminal table is plain text from the rows."""
     if fmt == "json":
-        return rep.render_json(rows)
+        return tables.render_json(rows)
     if fmt == "csv":
-        return rep.render_csv(rows)
+        return tables.render_csv(rows)
     report = rep.build_report(rows, sources)
     if fmt == "markdown":
-        return rep.render_markdown(report)
+        return markdown.render_markdown(report)
     if fmt == "html":
         try:
-            return rep.render_html(report)
+            return html.render_html(report)
         except ImportError as exc:
             raise ReportError(f"the HTML report needs matplotlib ({exc.name} is missing): "
                               "pip install matplotlib") from None
@@ -104,7 +102,7 @@ def render_table(rows: list[rep.Row], sources: Sequence[str], file: Any | None) 
     tty = hasattr(target, "isatty") and target.isatty()
     console = Console(file=target, width=None if tty else 200, force_terminal=None if tty else False,
                       no_color=not tty)
-    rep.render_terminal(rep.build_report(rows, sources), console)
+    terminal.render_terminal(rep.build_report(rows, sources), console)
 
 
 def write_report(paths: Sequence[Path], fmt: str, output: Path | None, classifier_version: str | None) -> list[str]:
@@ -138,11 +136,6 @@ def _open_output(path: Path):
         return path.open("w", encoding="utf-8", newline="")
     except OSError as exc:
         raise ReportError(f"{path}: cannot write ({exc.strerror})") from None
-
-
-def fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 @click.command("report")
@@ -190,4 +183,4 @@ def explain_text(db_path: Path, ref: str) -> str:
     except NothingToExplain as exc:
         raise ReportError(str(exc)) from None
     finally:
-        db.conn.close()
+        store.close(db)

@@ -8,10 +8,10 @@ usable (warnings alone do not fail), 2 when it is not or cannot be read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from probe.cli.common import EXIT_BAD_INPUT, fail
 from probe.targets.lists import (
     TargetError,
     check_targets,
@@ -19,14 +19,6 @@ from probe.targets.lists import (
     import_citizenlab,
     import_header,
 )
-
-EXIT_BAD_LIST = 2
-
-
-def _fail(message: object) -> NoReturn:
-    """One line on stderr and exit 2: a traceback would hide the file and line to fix."""
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(EXIT_BAD_LIST)
 
 
 def _warn(message: str) -> None:
@@ -48,12 +40,12 @@ def lint_command(file: Path) -> None:
     try:
         check = check_targets(file)
     except TargetError as exc:
-        _fail(exc)
+        fail(exc)
     for problem in check.problems:
         click.echo(str(problem))
     click.echo(check.summary())
     if check.errors:
-        raise click.exceptions.Exit(EXIT_BAD_LIST)
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
 
 
 @targets_group.command("import")
@@ -76,7 +68,7 @@ def import_command(csv_file: Path, output: Path | None, categories: tuple[str, .
     try:
         targets = import_citizenlab(csv_file, categories=categories, warn=_warn)
     except ValueError as exc:  # TargetError, or an unknown --category code
-        _fail(exc)
+        fail(exc)
     text = format_targets(targets, header=import_header(csv_file.name, categories))
     if output is None:
         click.echo(text, nl=False)
@@ -84,5 +76,5 @@ def import_command(csv_file: Path, output: Path | None, categories: tuple[str, .
     try:
         output.write_text(text, encoding="utf-8", newline="\n")
     except OSError as exc:
-        _fail(f"{output}: cannot write ({exc.strerror or exc})")
+        fail(f"{output}: cannot write ({exc.strerror or exc})")
     click.echo(f"wrote {len(targets)} targets to {output}", err=True)

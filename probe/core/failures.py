@@ -47,6 +47,9 @@ REFUSED_ADDRESS = "refused_address"
 CONTROL_UNAVAILABLE = "control_unavailable"
 UNKNOWN_FAILURE = "unknown_failure"
 
+# The certificate did not verify: the handshake completed, the chain or name was wrong.
+CERT_FAILURES = frozenset({SSL_INVALID_HOSTNAME, SSL_UNKNOWN_AUTHORITY, SSL_INVALID_CERTIFICATE})
+
 FAILURES: dict[str, str] = {
     DNS_NXDOMAIN: "the resolver says the name does not exist (NXDOMAIN)",
     DNS_SERVFAIL: "the resolver answered SERVFAIL",

@@ -20,17 +20,22 @@ CANT_TELL = "can't tell"
 VERDICTS: dict[str, tuple[bool, str]] = {
     "ok": (False, "reachable, and consistent with the control"),
     "down": (False, "the site fails from the control too: not censorship"),
-    "dns.nxdomain": (True, "local resolver says the name does not exist (or SERVFAIL / empty answer) while the control resolves it"),
+    "dns.nxdomain": (True, "local resolver says the name does not exist (or SERVFAIL / empty answer) while the control "
+                           "resolves it"),
     "dns.bogon": (True, "local answer is a private, loopback, link-local or otherwise unroutable address"),
-    "dns.blockpage": (True, "local answer points at a host that serves a blockpage, or at an address known to belong to a censor"),
-    "dns.injection": (True, "answers are injected on the path: a reply arrives from an address that runs no resolver, or two replies race"),
-    "dns.inconsistent": (True, "local answer differs from the control (no shared address, no shared ASN, no valid certificate for the name) and no stronger DNS verdict applies"),
+    "dns.blockpage": (True, "local answer points at a host that serves a blockpage, or at an address known to belong to "
+                            "a censor"),
+    "dns.injection": (True, "answers are injected on the path: a reply arrives from an address that runs no resolver, or "
+                            "two replies race"),
+    "dns.inconsistent": (True, "local answer differs from the control (no shared address, no shared ASN, no valid "
+                               "certificate for the name) and no stronger DNS verdict applies"),
     "tcp.timeout": (True, "connects to the site's real addresses time out locally but succeed from the control (IP blackholing)"),
     "tcp.reset": (True, "connects are reset locally but succeed from the control"),
     "tcp.refused": (True, "connects are refused locally but succeed from the control"),
     "tls.reset": (True, "TCP succeeds, the TLS handshake is reset or closed after the ClientHello (SNI filtering)"),
     "tls.timeout": (True, "TLS handshake stalls locally, succeeds from the control"),
-    "tls.mitm": (True, "a certificate that does not validate for the name is presented locally, while the control gets a valid one"),
+    "tls.mitm": (True, "a certificate that does not validate for the name is presented locally, while the control gets a "
+                       "valid one"),
     "http.reset": (True, "the plain-HTTP request is reset or closed after it is sent (Host or keyword filtering)"),
     "http.timeout": (True, "the HTTP response never comes locally, comes from the control"),
     "http.blockpage": (True, "the response matches a known blockpage fingerprint"),

@@ -49,12 +49,27 @@ from aiohttp import web
 from yarl import URL
 
 from probe import __version__
-from probe.measure import dns as dnsstep
 from probe.core import failures as F
+from probe.core.addresses import is_ip, split_url
+from probe.core.records import (
+    ControlResult,
+    HttpRequest,
+    Stopwatch,
+    answer_records,
+    to_jsonable,
+    utcnow,
+)
+from probe.measure import dns as dnsstep
 from probe.measure.http import fetch_http, new_session
-from probe.measure.url import Contexts, ProbeConfig, ports_for, run_connects, run_dns, run_handshakes, split_url
+from probe.measure.url import (
+    Contexts,
+    ProbeConfig,
+    ports_for,
+    run_connects,
+    run_dns,
+    run_handshakes,
+)
 from probe.ooni.th import THRequestError, parse_th_request, th_answer
-from probe.core.records import ControlResult, HttpRequest, Stopwatch, answer_records, to_jsonable, utcnow
 
 log = logging.getLogger("probe.helper.service.service")
 
@@ -197,7 +212,7 @@ async def measure_for_control(
     dns_config = dataclasses.replace(pc, doh_url=None, dns_late_window=0.0)
     dns_queries = await run_dns(hostname, dns_config, None, [])
 
-    if dnsstep.is_ip(hostname):
+    if is_ip(hostname):
         own = [_canonical(hostname)]
         own_all = list(own)
     else:
@@ -233,7 +248,7 @@ async def measure_for_control(
         if headers:  # an OONI probe's User-Agent, Accept, Accept-Language (what oohelperd forwards)
             opts.headers = {**opts.headers, **headers}
         pinned = own if own else given
-        if not pinned and not dnsstep.is_ip(hostname):  # as the probe records it
+        if not pinned and not is_ip(hostname):  # as the probe records it
             return [HttpRequest(url, "main", 0, Stopwatch().started_at, 0.0, failure=F.NO_ADDRESSES)]
         # aiohttp resolves the IDNA (punycode) form of the host: pin both spellings.
         names = {hostname, (URL(url).raw_host or hostname).strip("[]").lower()}
@@ -367,7 +382,7 @@ def _check_url(url: str, config: HelperConfig) -> str:
     if port is not None and not 1 <= port <= 65535:
         raise RequestRefused(400, "url port out of range")
     host = raw_host.strip("[]")
-    if dnsstep.is_ip(host):
+    if is_ip(host):
         if "%" in host:
             raise RequestRefused(400, "url host must not carry an IPv6 zone")
         ip = _canonical(host)

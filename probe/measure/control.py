@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -34,8 +34,8 @@ import aiohttp
 
 from probe import __version__
 from probe.core import failures as F
-from probe.measure.http import BodyTooLarge, read_whole_body
 from probe.core.records import ControlResult, Stopwatch, answer_records
+from probe.measure.http import BodyTooLarge, read_whole_body
 
 USER_AGENT = f"bynet-probe/{__version__}"
 # A helper's answer carries headers and certificate chains, never bodies: a few
@@ -121,7 +121,7 @@ def _retry_after(value: str | None) -> float | None:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass
@@ -305,7 +305,7 @@ class ControlClient:
             raise
         except asyncio.CancelledError:
             raise
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise _Failed("timeout", f"timed out: no answer within {timeout or self.timeout:g} s") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
             # refused, reset, closed before an answer, no route: nothing was measured
@@ -368,7 +368,7 @@ class ControlClient:
                                 first = last
                             else:
                                 received += len(chunk)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
             except (aiohttp.ClientError, OSError):
                 return speed
@@ -483,7 +483,7 @@ def _parse_utc(value: Any) -> datetime | None:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _clock_skew(helper_time: Any, date_header: str | None, rtt: float) -> float | None:
@@ -497,7 +497,7 @@ def _clock_skew(helper_time: Any, date_header: str | None, rtt: float) -> float 
             theirs = None
     if theirs is None:
         return None
-    ours = datetime.now(timezone.utc)
+    ours = datetime.now(UTC)
     return round((ours - theirs).total_seconds() - rtt / 2, 3)
 
 

@@ -9,7 +9,6 @@ DoH goes around the ISP's port-53 path entirely and so serves as a local control
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +20,7 @@ import dns.rcode
 import dns.rdatatype
 
 from probe.core import failures as F
+from probe.core.addresses import format_hostport, is_ip, split_hostport
 from probe.core.records import DnsAnswer, DnsQuery, DnsReply, Stopwatch
 
 # getaddrinfo blocks a thread until the C library gives up; a pool of our own keeps a
@@ -32,30 +32,6 @@ _RCODE_FAILURES = {
     dns.rcode.SERVFAIL: F.DNS_SERVFAIL,
     dns.rcode.REFUSED: F.DNS_REFUSED,
 }
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return False
-
-
-def split_hostport(resolver: str, default_port: int = 53) -> tuple[str, int]:
-    """'1.2.3.4', '1.2.3.4:5353', '[::1]:53' or '::1' to (host, port)."""
-    text = resolver.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
-
-
-def format_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def system_resolvers(path: str | Path = "/etc/resolv.conf") -> list[str]:
@@ -190,7 +166,7 @@ async def resolve_udp(
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             data, src, _ = await asyncio.wait_for(proto.replies.get(), remaining)
             if proto.error is not None:
                 raise proto.error
@@ -214,7 +190,7 @@ async def resolve_udp(
             while (remaining := end - loop.time()) > 0:
                 try:
                     data, src, t = await asyncio.wait_for(proto.replies.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 msg = parse(data) if data else None
                 if msg is not None:
@@ -265,7 +241,10 @@ async def resolve_doh(hostname: str, qtype: str, url: str, session, *, timeout: 
                     else:
                         _fill_from_message(q, msg)
     except Exception as exc:
-        from probe.measure.http import BodyTooLarge, classify_http_exception  # aiohttp errors unwrap there
+        from probe.measure.http import (  # aiohttp errors unwrap there
+            BodyTooLarge,
+            classify_http_exception,
+        )
 
         q.failure = F.DNS_BAD_RESPONSE if isinstance(exc, BodyTooLarge) else classify_http_exception(exc)
     q.duration_ms = sw.ms()
@@ -294,30 +273,3 @@ def collect_addresses(queries: list[DnsQuery], per_family: int) -> list[str]:
     return v4 + v6
 
 
-# getaddrinfo failures that say nothing about the name: it got no answer in time
-GAVE_UP = {F.GENERIC_TIMEOUT, F.DNS_TEMPORARY_FAILURE}
-
-
-def system_resolver_gave_up(queries: list[DnsQuery]) -> bool:
-    """getaddrinfo timed out (or gave up) while a direct query to the same resolvers got
-    an answer: a slow or lossy link, not an answer. Its answer is then the direct one."""
-    system = [q for q in queries if q.engine == "system"]
-    return (bool(system) and all(q.failure in GAVE_UP and not q.addresses() for q in system)
-            and any(q.addresses() for q in queries if q.engine == "udp"))
-
-
-def browser_addresses(queries: list[DnsQuery]) -> list[str]:
-    """The addresses a browser would use: getaddrinfo's (possibly none, when it failed:
-    the browser would fail too). Only when the system resolver was not asked at all
-    (turned off, as in tests), or gave up while the same resolvers answered a direct
-    query, do the other engines stand in."""
-    asked_system = any(q.engine == "system" for q in queries)
-    engines = ["system"] if asked_system and not system_resolver_gave_up(queries) else ["udp", "doh"]
-    for engine in engines:
-        ips: list[str] = []
-        for q in queries:
-            if q.engine == engine:
-                ips.extend(ip for ip in q.addresses() if ip not in ips)
-        if ips:
-            return ips
-    return []

@@ -24,19 +24,16 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from probe.core import failures as F
+from probe.core.constants import BODY_CAP, BODY_KEEP, BROWSER_HEADERS
 from probe.core.pagetext import extract_title
 from probe.core.records import HttpRequest, Stopwatch
-from probe.measure.tls import ClockCorrection, presented_ders, verification_error, verify_chain
+from probe.measure.tls import (
+    ClockCorrection,
+    presented_ders,
+    verification_error,
+    verify_chain,
+)
 
-# OONI's default headers (internal/model/http.go): a current desktop Safari.
-BROWSER_HEADERS = {
-    "User-Agent": (
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
-        "(KHTML, like Gecko) Version/17.10 Safari/605.1.15"
-    ),
-    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-    "Accept-Language": "en-US,en;q=0.9",
-}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
 
@@ -52,8 +49,8 @@ class FetchOptions:
     timeout: float = 15.0  # per hop, headers and body together
     connect_timeout: float = 5.0
     max_redirects: int = 10
-    body_cap: int = 2 * 1024 * 1024
-    body_keep: int = 64 * 1024
+    body_cap: int = BODY_CAP
+    body_keep: int = BODY_KEEP
     headers: dict[str, str] = field(default_factory=lambda: dict(BROWSER_HEADERS))
 
 
@@ -327,3 +324,16 @@ async def fetch_http_fallback(
     url = f"http://{host}:{port}/" if port != 80 else f"http://{host}/"
     rec = await _one_hop(session, url, 0, "http_fallback", opts, extra_headers={"Host": hostname})
     return rec
+
+
+async def fetch_url(url: str, timeout: float = 15.0) -> list[HttpRequest]:
+    """One URL fetched as the probe fetches it, redirects followed, every hop recorded:
+    for tools that look at one page (`probe fingerprints test URL`)."""
+    from probe.measure.tls import make_ssl_context
+
+    opts = FetchOptions(timeout=timeout)
+    session = new_session({}, make_ssl_context(), opts)
+    try:
+        return await fetch_http(session, url, opts)
+    finally:
+        await session.close()

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe.measure.dns import is_ip, split_hostport, system_resolvers
+from probe.core.addresses import is_ip, split_hostport
+from probe.measure.dns import system_resolvers
 
 # Where the kernel would send a packet for "the internet", v4 and v6 (documentation
 # addresses: routed like any other, never used).

@@ -14,11 +14,10 @@ from typing import Any
 
 import sqlite_utils
 
-from probe import __version__
-from probe.store import db as store
+from probe import __version__, store
+from probe.core.records import new_id, utcnow
 from probe.measure.control import HelperInfo
 from probe.measure.url import ProbeConfig
-from probe.core.records import new_id, utcnow
 from probe.measure.vantage import Vantage, lookup_vantage
 
 DEFAULT_DOH = "https://dns.google/dns-query"

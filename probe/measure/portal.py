@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from probe.core.addresses import is_ip, split_url
+from probe.core.answers import browser_addresses
 from probe.measure import dns as dnsstep
 from probe.measure.http import FetchOptions, fetch_http, new_session
-from probe.measure.url import Contexts, ProbeConfig, run_dns, split_url
+from probe.measure.url import Contexts, ProbeConfig, run_dns
 
 # (URL, expected status, what the body must contain): what Android, Firefox and Apple
 # devices fetch to find a portal. Plain HTTP on purpose: a portal cannot intercept TLS.
@@ -54,13 +56,14 @@ def _fetch_options() -> FetchOptions:
 
 async def _resolve(name: str, config: ProbeConfig) -> list[str]:
     queries = await run_dns(name, config, None, [])
-    return dnsstep.browser_addresses(queries) or dnsstep.collect_addresses(queries, 4)
+    return browser_addresses(queries) or dnsstep.collect_addresses(queries, 4)
 
 
-async def _ask(url: str, status: int, marker: bytes, config: ProbeConfig, contexts: Contexts) -> tuple[str, str | None, str | None]:
+async def _ask(url: str, status: int, marker: bytes, config: ProbeConfig,
+               contexts: Contexts) -> tuple[str, str | None, str | None]:
     """('right' | 'wrong' | 'none', redirect target, body digest) for one probe URL."""
     _, host, _ = split_url(url)
-    addresses = [host] if dnsstep.is_ip(host) else await _resolve(host, config)
+    addresses = [host] if is_ip(host) else await _resolve(host, config)
     if not addresses:
         return "none", None, None
     raw_host = (URL(url).raw_host or host).lower()
@@ -95,7 +98,7 @@ async def check_portal(config: ProbeConfig, contexts: Contexts | None = None,
         return PortalCheck(False, "the portal check did not finish in time")
     answers = [r if not isinstance(r, BaseException) else ("none", None, None) for r in results[:len(probes)]]
     resolved = [r if not isinstance(r, BaseException) else [] for r in results[len(probes):]]
-    seen = {url: kind for (url, _, _), (kind, _, _) in zip(probes, answers)}
+    seen = {url: kind for (url, _, _), (kind, _, _) in zip(probes, answers, strict=False)}
     wrong = [a for a in answers if a[0] == "wrong"]
     targets = {URL(t).host for _, t, _ in wrong if t}
     bodies = {b for _, _, b in wrong if b}

@@ -13,17 +13,16 @@ import asyncio
 import json
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import sqlite_utils
 
-from probe.store import db as store
-from probe.measure.control import TRANSIENT
-from probe.measure.url import Contexts, Control, ProbeConfig, measure_url
-from probe.measure.netwatch import NetworkWatch
+from probe import store
 from probe.core.records import Measurement
+from probe.measure.control import TRANSIENT
+from probe.measure.netwatch import NetworkWatch
+from probe.measure.url import Contexts, Control, ProbeConfig, measure_url
 
 
 class Reporter(Protocol):
@@ -48,24 +47,6 @@ class RunSummary:
     lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
 
 
-def _paged_targets(db: sqlite_utils.Database, run_id: str, page: int = 200) -> Iterator[store.RunTarget]:
-    """Pending targets in list order, a page at a time (keyset on position)."""
-    last = -1
-    while True:
-        rows = list(
-            db.query(
-                "select position, url, category, note from run_targets "
-                "where run_id = ? and status != 'done' and position > ? order by position limit ?",
-                [run_id, last, page],
-            )
-        )
-        if not rows:
-            return
-        for row in rows:
-            yield store.RunTarget(row["url"], row["category"], row["note"])
-        last = rows[-1]["position"]
-
-
 async def run_targets(
     db: sqlite_utils.Database,
     run_id: str,
@@ -85,7 +66,7 @@ async def run_targets(
     counts = store.count_targets(db, run_id)
     reporter.started(total=sum(counts.values()), already_done=counts["done"])
 
-    targets = _paged_targets(db, run_id)
+    targets = store.paged_targets(db, run_id)
     in_flight: dict[asyncio.Task, str] = {}
     stop = asyncio.Event()
     watch = NetworkWatch(network_anchors(config))

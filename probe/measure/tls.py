@@ -10,20 +10,18 @@ was presented, since an interception certificate is what a researcher needs to s
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import ipaddress
 import os
 import ssl
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtensionOID
 
 from probe.core import failures as F
+from probe.core.certs import describe_certificate
 from probe.core.records import Certificate, Stopwatch, TlsHandshake
 
 BROWSER_ALPN = ["h2", "http/1.1"]
@@ -42,33 +40,6 @@ def make_ssl_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
         ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(BROWSER_ALPN)
     return ctx
-
-
-def describe_certificate(der: bytes) -> Certificate:
-    """Subject, issuer, SANs, validity and fingerprint of one DER certificate."""
-    fp = hashlib.sha256(der).hexdigest()
-    b64 = base64.b64encode(der).decode()
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return Certificate("unparseable", "unparseable", [], "", "", "", fp, b64)
-    sans: list[str] = []
-    try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-        sans = [str(n) for n in ext.value.get_values_for_type(x509.DNSName)]
-        sans += [str(n) for n in ext.value.get_values_for_type(x509.IPAddress)]
-    except (x509.ExtensionNotFound, ValueError):
-        pass
-    return Certificate(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        sans=sans,
-        not_before=cert.not_valid_before_utc.isoformat(),
-        not_after=cert.not_valid_after_utc.isoformat(),
-        serial=format(cert.serial_number, "x"),
-        sha256=fp,
-        der_b64=b64,
-    )
 
 
 def presented_ders(obj: ssl.SSLObject) -> list[bytes]:
@@ -143,7 +114,7 @@ class ClockCorrection:
     roots: list[x509.Certificate]
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc) - timedelta(seconds=self.skew_s)
+        return datetime.now(UTC) - timedelta(seconds=self.skew_s)
 
 
 def verify_chain(ders: list[bytes], server_name: str, at: datetime, roots: list[x509.Certificate]) -> str | None:
@@ -221,7 +192,7 @@ async def _handshake(
                     progress.sent += len(data)
                 chunk = await reader.read(65536)
                 if not chunk:
-                    raise _PeerClosed()
+                    raise _PeerClosed() from None
                 progress.received += len(chunk)
                 incoming.write(chunk)
         tail = outgoing.read()  # e.g. the client Finished of TLS 1.3

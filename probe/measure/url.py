@@ -15,12 +15,33 @@ from typing import Protocol
 
 from yarl import URL
 
-from probe.measure import dns as dnsstep
 from probe.core import failures as F
-from probe.measure.http import AddressGuard, FetchOptions, fetch_http, fetch_http_fallback, new_session
-from probe.core.records import ControlResult, HttpRequest, Measurement, Stopwatch, TcpConnect, TlsHandshake
+from probe.core.addresses import is_ip, split_url
+from probe.core.answers import browser_addresses
+from probe.core.constants import BODY_CAP, BODY_KEEP
+from probe.core.records import (
+    ControlResult,
+    HttpRequest,
+    Measurement,
+    Stopwatch,
+    TcpConnect,
+    TlsHandshake,
+)
+from probe.measure import dns as dnsstep
+from probe.measure.http import (
+    AddressGuard,
+    FetchOptions,
+    fetch_http,
+    fetch_http_fallback,
+    new_session,
+)
 from probe.measure.tcp import tcp_connect
-from probe.measure.tls import ClockCorrection, load_trust_roots, make_ssl_context, tls_handshake
+from probe.measure.tls import (
+    ClockCorrection,
+    load_trust_roots,
+    make_ssl_context,
+    tls_handshake,
+)
 
 # Failures right after our ClientHello, before any server byte, after which a benign
 # SNI is tried on the same address: that is what SNI filtering looks like. A server
@@ -48,8 +69,8 @@ class ProbeConfig:
     per_family: int = 4
     ports: tuple[int, ...] = (80, 443)
     max_redirects: int = 10
-    body_cap: int = 2 * 1024 * 1024
-    body_keep: int = 64 * 1024
+    body_cap: int = BODY_CAP
+    body_keep: int = BODY_KEEP
     ca_file: str | None = None
     control_sni: str | None = "example.com"
     http_fallback_port: int = 80
@@ -108,16 +129,9 @@ class Contexts:
         return cls(make_ssl_context(config.ca_file), capture)
 
 
-def split_url(url: str) -> tuple[str, str, int]:
-    u = URL(url)
-    if u.scheme not in ("http", "https") or not u.host:
-        raise ValueError(f"not an http(s) URL: {url}")
-    return u.scheme, u.host.strip("[]").lower(), u.port or (443 if u.scheme == "https" else 80)
-
-
 async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[asyncio.Task]):
     """Every DNS query for the name, concurrently."""
-    if dnsstep.is_ip(hostname):
+    if is_ip(hostname):
         return []
     jobs = []
     if config.system_resolver:
@@ -238,7 +252,7 @@ async def measure_failed_hop(
     if host == m.hostname and port in measured_ports:
         return  # the main steps already covered this host and port
     queries = await run_dns(host, config, None, late_tasks)
-    addresses = [host] if dnsstep.is_ip(host) else dnsstep.collect_addresses(queries, config.per_family)
+    addresses = [host] if is_ip(host) else dnsstep.collect_addresses(queries, config.per_family)
     connects = await run_connects(addresses, [port], config)
     handshakes = await run_handshakes(host, [port] if scheme == "https" else [], connects, config, contexts)
     m.dns += queries
@@ -279,7 +293,7 @@ async def measure_url(
         # other steps instead of holding up the DNS phase.
         sink_task = (
             asyncio.ensure_future(_sink_query(hostname, config))
-            if config.dns_sink and config.dns_late_window > 0 and not dnsstep.is_ip(hostname)
+            if config.dns_sink and config.dns_late_window > 0 and not is_ip(hostname)
             else None
         )
         if sink_task is not None:
@@ -291,12 +305,12 @@ async def measure_url(
         finally:
             if doh_session is not None:
                 await doh_session.close()
-        if dnsstep.is_ip(hostname):
+        if is_ip(hostname):
             m.addresses = [hostname]
             browser = [hostname]
         else:
             m.addresses = dnsstep.collect_addresses(m.dns, config.per_family)
-            browser = dnsstep.browser_addresses(m.dns)
+            browser = browser_addresses(m.dns)
 
         if control is not None:
             control_task = asyncio.ensure_future(control.measure(url, m.addresses))

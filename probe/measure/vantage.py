@@ -83,7 +83,7 @@ async def lookup_vantage(
              "origin6": CYMRU_ORIGIN6, "asn": CYMRU_ASN, **(names or {})}
     try:
         return await asyncio.wait_for(_lookup(names, myip_resolver, cymru_resolvers, timeout), timeout)
-    except (asyncio.TimeoutError, OSError, dns.exception.DNSException, ValueError):
+    except (TimeoutError, OSError, dns.exception.DNSException, ValueError):
         return Vantage()
 
 

@@ -33,7 +33,6 @@ FROM_OONI.update(
         "unknown_failure: stopped after too many redirects": F.HTTP_TOO_MANY_REDIRECTS,
     }
 )
-CERT_FAILURES = {F.SSL_INVALID_HOSTNAME, F.SSL_UNKNOWN_AUTHORITY, F.SSL_INVALID_CERTIFICATE}
 
 
 def failure_from_ooni(failure: Any) -> str | None:

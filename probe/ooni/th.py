@@ -23,9 +23,16 @@ from typing import Any, Protocol
 from yarl import URL
 
 from probe.core import failures as F
-from probe.measure.dns import format_hostport, is_ip, split_hostport
-from probe.ooni.names import CERT_FAILURES, failure_from_ooni, failure_to_ooni
-from probe.core.records import ControlResult, DnsAnswer, DnsQuery, HttpRequest, TcpConnect, TlsHandshake
+from probe.core.addresses import format_hostport, is_ip, split_hostport
+from probe.core.records import (
+    ControlResult,
+    DnsAnswer,
+    DnsQuery,
+    HttpRequest,
+    TcpConnect,
+    TlsHandshake,
+)
+from probe.ooni.names import failure_from_ooni, failure_to_ooni
 
 # OONI's default request headers (internal/model/http.go); oohelperd forwards only these.
 FORWARDED_HEADERS = ("User-Agent", "Accept", "Accept-Language")
@@ -57,7 +64,7 @@ def cert_verdict(success: bool, failure: str | None, verified: bool) -> tuple[bo
     """(cert_valid, cert_failure) as the probe records them: a certificate failure says
     the chain did not validate; a success says it did (when it was checked); any other
     failure says nothing about the certificate."""
-    if failure in CERT_FAILURES:
+    if failure in F.CERT_FAILURES:
         return False, failure
     if success and verified:
         return True, None
@@ -256,7 +263,7 @@ def th_request(url: str, addresses: list[str], headers: dict[str, str] | None = 
     endpoints it resolved (``ip:port`` on the URL's port)."""
     u = URL(url)
     port = u.port or (443 if u.scheme == "https" else 80)
-    from probe.measure.http import BROWSER_HEADERS
+    from probe.core.constants import BROWSER_HEADERS
 
     sent = headers or BROWSER_HEADERS
     return {

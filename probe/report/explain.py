@@ -13,10 +13,9 @@ from typing import Any
 
 import sqlite_utils
 
-from probe.store import db as store
-
-from probe.report.model import version_key, evidence_lines, short_time
+from probe import store
 from probe.core.verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, TAGS, VERDICTS
+from probe.report.model import evidence_lines, short_time
 
 
 class NothingToExplain(Exception):
@@ -50,17 +49,6 @@ def _blocked_words(verdict: str, blocked: bool | None, confidence: float | None 
     return "no"
 
 
-def _latest_verdict(db: sqlite_utils.Database, measurement_id: str, classifier_version: str | None) -> dict[str, Any] | None:
-    if "verdicts" not in db.table_names():
-        return None
-    rows = list(db.query("select * from verdicts where measurement_id = ?", [measurement_id]))
-    if classifier_version is not None:
-        rows = [r for r in rows if r["classifier_version"] == classifier_version]
-    if not rows:
-        return None
-    return max(rows, key=lambda r: version_key(r["classifier_version"]))
-
-
 def _show_hint(url: str, db_option: str | None) -> str:
     return f"probe show {url}" + (f" --db {db_option}" if db_option else "")
 
@@ -79,10 +67,11 @@ def explain_measurement(
     mid = store.find_measurement_id(db, ref)
     if mid is None:
         raise NothingToExplain(f"no measurement of {ref} in this database (measure it with `probe run`)")
-    m = next(iter(db.query("select * from measurements where measurement_id = ?", [mid])))
-    run = next(iter(db.query("select * from runs where run_id = ?", [m["run_id"]])), {})
+    m = store.measurement_row(db, mid)
+    assert m is not None  # found above
+    run = store.get_run(db, m["run_id"]) or {}
     url = m["url"]
-    v = _latest_verdict(db, mid, classifier_version)
+    v = store.latest_verdict(db, mid, classifier_version)
     db_flag = f" --db {db_option}" if db_option else ""
     if v is None:
         raise NothingToExplain(

@@ -28,11 +28,11 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,9 @@ if __package__ in (None, ""):  # run as a script: make `tests.lab` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "tests.lab"
 
-from tests.lab import REPO_ROOT  # noqa: E402  (also puts tests/ on sys.path for `servers`)
-from tests.lab import scenarios as S  # noqa: E402
-from tests.lab.topology import NS_RE, Lab, LabError, missing_commands  # noqa: E402
-
+from tests.lab import REPO_ROOT
+from tests.lab import scenarios as S
+from tests.lab.topology import NS_RE, Lab, LabError, missing_commands
 
 
 def _need_root() -> None:

@@ -29,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: `servers`
 
-from aiohttp import web  # noqa: E402
-
-from servers.web import site_app  # noqa: E402
+from aiohttp import web
+from servers.web import site_app
 
 
 def _tls_context(bind: dict) -> ssl.SSLContext | None:

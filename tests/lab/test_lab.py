@@ -24,7 +24,6 @@ from tests.lab import scenarios as S
 from tests.lab.topology import Lab, missing_commands, netns_list, netns_pids
 
 
-
 def _skip_reason() -> str | None:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "the censorship lab needs root for network namespaces and iptables"

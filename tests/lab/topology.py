@@ -589,7 +589,7 @@ class Lab:
         except subprocess.TimeoutExpired:
             self._kill_child(p)
             out, err = p.communicate()
-            raise LabError(f"{' '.join(argv[:4])}... overran {timeout} s in {role}:\n{(err or '')[-2000:]}")
+            raise LabError(f"{' '.join(argv[:4])}... overran {timeout} s in {role}:\n{(err or '')[-2000:]}")  # noqa: B904 - the timeout is the message
         except BaseException:
             self._kill_child(p)
             raise

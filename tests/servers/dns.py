@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-from typing import Union
 
 import dns.exception
 import dns.flags
@@ -111,8 +110,8 @@ class Race:
     ``second`` may be any replying behaviour (Answer, Txt, NXDOMAIN, ...).
     """
 
-    first: "Behaviour"
-    second: "Behaviour"
+    first: Behaviour
+    second: Behaviour
     delay: float = 0.2
 
 
@@ -120,11 +119,11 @@ class Race:
 class Delayed:
     """A slow resolver (or a long path): reply per ``inner`` after ``delay`` s."""
 
-    inner: "Behaviour"
+    inner: Behaviour
     delay: float
 
 
-Behaviour = Union[Answer, Txt, _Rcode, _Special, Race, Delayed]
+Behaviour = Answer | Txt | _Rcode | _Special | Race | Delayed
 
 #: Payload sent for GARBAGE: it starts with the query id (so a client that
 #: matches on id accepts it as "the" reply) followed by response flags and
@@ -168,7 +167,7 @@ class DnsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    async def start(self) -> "DnsServer":
+    async def start(self) -> DnsServer:
         """Bind the UDP socket on an ephemeral port and start answering."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -191,7 +190,7 @@ class DnsServer:
             self._transport = None
             await asyncio.sleep(0)  # let the transport finish closing
 
-    async def __aenter__(self) -> "DnsServer":
+    async def __aenter__(self) -> DnsServer:
         return await self.start()
 
     async def __aexit__(self, *exc_info) -> None:

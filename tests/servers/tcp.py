@@ -127,7 +127,7 @@ class RawTcpServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    async def start(self) -> "RawTcpServer":
+    async def start(self) -> RawTcpServer:
         """Bind an ephemeral loopback port and start the behaviour."""
         lsock = socket.socket(_family(self.host), socket.SOCK_STREAM)
         try:
@@ -164,7 +164,7 @@ class RawTcpServer:
             self._listener.close()
             self._listener = None
 
-    async def __aenter__(self) -> "RawTcpServer":
+    async def __aenter__(self) -> RawTcpServer:
         return await self.start()
 
     async def __aexit__(self, *exc_info) -> None:
@@ -188,7 +188,7 @@ class RawTcpServer:
             s.setblocking(False)
             try:
                 await asyncio.wait_for(loop.sock_connect(s, addr), 0.5)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 s.close()
                 if use_tcp_info:
                     continue

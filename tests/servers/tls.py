@@ -94,14 +94,14 @@ class LabPKI:
         if kind == "valid":
             return self.ca.issue_cert(*names)
         if kind == "current":
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             return self.ca.issue_cert(
                 *names,
                 not_before=now - datetime.timedelta(days=30),
                 not_after=now + datetime.timedelta(days=60),
             )
         if kind == "expired":
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             return self.ca.issue_cert(
                 *names,
                 not_before=now - datetime.timedelta(days=60),

@@ -129,7 +129,7 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
         try:
             n = int(request.match_info["n"])
         except ValueError:
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound() from None
         return _redirect("/" if n <= 0 else f"/redirect/{n - 1}")
 
     async def loop(request: web.Request) -> web.Response:
@@ -240,7 +240,7 @@ def site_app(title: str = "Lab site", body_size: int = 2000) -> web.Application:
         try:
             code = int(request.match_info["code"])
         except ValueError:
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound() from None
         if not 200 <= code <= 599:
             return web.Response(status=400, text="status must be 200..599\n")
         if code in (204, 304):
@@ -315,7 +315,7 @@ class WebServer:
             path = "/" + path
         return f"{scheme or self.scheme}://{host}:{self.port}{path}"
 
-    async def start(self) -> "WebServer":
+    async def start(self) -> WebServer:
         """Start serving; ``self.port`` is the bound (ephemeral) port."""
         runner = web.AppRunner(
             self.app, shutdown_timeout=self.shutdown_timeout, access_log=None
@@ -337,7 +337,7 @@ class WebServer:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "WebServer":
+    async def __aenter__(self) -> WebServer:
         return await self.start()
 
     async def __aexit__(self, *exc_info) -> None:

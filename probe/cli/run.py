@@ -1,0 +1,475 @@
+"""`probe run`: plan a run (or resume one), measure every target, store each
+measurement as it finishes, then classify and summarise.
+
+Ctrl-C stops cleanly (exit 130) and says how to resume.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from probe import store
+from probe.cli.common import (
+    DEFAULT_DB,
+    DEFAULT_TARGETS,
+    EXIT_INTERRUPTED,
+    fail,
+    open_db_or_fail,
+    resolver_option,
+)
+from probe.core.addresses import format_hostport, is_ip, split_hostport
+from probe.measure.dns import system_resolvers
+from probe.measure.plan import (
+    DEFAULT_DOH,
+    LAB_NETWORK_HELP,
+    NothingToResume,
+    PlanError,
+    config_from_json,
+    notice,
+    parse_duration,
+    parse_lab_networks,
+    plan_new_run,
+    resume_plan,
+)
+from probe.measure.url import ProbeConfig
+from probe.targets.lists import TargetError, filter_targets, load_targets
+
+
+@click.command()
+@click.option("--targets", "targets_path", type=click.Path(path_type=Path), default=None,
+              help="Target list: one URL per line (optional category and note), or a Citizen Lab CSV. [default: targets.txt]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+              help="SQLite database the results go into.")
+@click.option("--control", "control_urls", multiple=True, metavar="URL",
+              help="Control helper (`probe control serve`, or ooni+https://HOST for an OONI test helper) on an "
+                   "uncensored network; repeat to name fallbacks, used in order. [default: the list's "
+                   "`# control:` header, else `probe config set control`]")
+@click.option("--no-portal-check", is_flag=True,
+              help="Do not check first for a captive portal (the check fetches the three portal-detection pages "
+                   "your operating system fetches too, and resolves two names that cannot exist).")
+@click.option("--no-control", is_flag=True,
+              help="Measure without a control helper: failures a site that is down would also show are then "
+                   "reported as \"can't tell\".")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="URLs measured at the same time.")
+@click.option("--max-runtime", default=None, metavar="DURATION",
+              help="Stop after this long (e.g. 10m); URLs in flight are left for --resume.")
+@click.option("--resume", is_flag=True, help="Continue the last interrupted run with the targets it has not measured.")
+@click.option("--run-id", default=None, help="With --resume: the run to continue (default: the latest unfinished).")
+@click.option("--list", "list_only", is_flag=True, help="Show what would be measured, and stop.")
+@click.option("--exclude-category", multiple=True, metavar="CODE",
+              help="Skip targets of this Citizen Lab category (repeatable), e.g. --exclude-category PORN.")
+@click.option("--skip-invalid", is_flag=True, help="Skip bad lines of the target list with a warning instead of stopping.")
+@click.option("--resolver", multiple=True, metavar="IP[:PORT]", callback=resolver_option,
+              help="Resolver for the direct UDP queries (repeatable). [default: those of /etc/resolv.conf]")
+@click.option("--system-resolver/--no-system-resolver", default=True, show_default=True,
+              help="Also resolve with getaddrinfo, as a browser does. Turn off only in tests and labs.")
+@click.option("--doh", "doh_url", default=DEFAULT_DOH, show_default=True, metavar="URL",
+              help="DNS-over-HTTPS resolver used as a further control; turned off for the run when unreachable.")
+@click.option("--no-doh", is_flag=True, help="Do not use DNS-over-HTTPS.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Extra CA certificates to trust (PEM), besides the system store and SSL_CERT_FILE.")
+@click.option("--cc", default=None, help="Country code of this network, e.g. BY (else looked up when possible).")
+@click.option("--asn", default=None, help="ASN of this network, e.g. AS6697 (else looked up when possible).")
+@click.option("--no-vantage-lookup", is_flag=True, help="Do not look up this network's country and ASN.")
+@click.option("--store-ip", is_flag=True, help="Store your public IP address with the run (off by default, for your safety).")
+@click.option("--json", "json_logs", is_flag=True, help="JSON lines on stdout, one event per line, for automation.")
+@click.option("--dns-wait", type=click.FloatRange(0, 10), default=1.0, show_default=True, metavar="SECONDS",
+              help="Listen this long for injected DNS replies (a second reply to the same query, a reply from "
+                   "the sink); overlaps the other steps, 0 turns both off.")
+@click.option("--dns-sink", default=None, metavar="IP",
+              help="An address that runs no DNS server; each name is also asked there, and any answer "
+                   "is evidence of injection. [default: the control helper's address, else 192.0.2.53]")
+@click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
+@click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
+@click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
+              help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
+def run(
+    targets_path: Path | None,
+    db_path: Path,
+    control_urls: tuple[str, ...],
+    no_portal_check: bool,
+    no_control: bool,
+    concurrency: int,
+    max_runtime: str | None,
+    resume: bool,
+    run_id: str | None,
+    list_only: bool,
+    exclude_category: tuple[str, ...],
+    skip_invalid: bool,
+    resolver: list[str],
+    system_resolver: bool,
+    doh_url: str,
+    no_doh: bool,
+    ca_file: str | None,
+    cc: str | None,
+    asn: str | None,
+    no_vantage_lookup: bool,
+    store_ip: bool,
+    json_logs: bool,
+    dns_wait: float,
+    dns_sink: str | None,
+    no_dns_sink: bool,
+    lab_network: tuple[str, ...],
+    timeout_scale: float,
+) -> None:
+    """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
+    runtime = parse_or_fail(max_runtime)
+    if no_control and control_urls:
+        fail("--control and --no-control contradict each other")
+    if resume:
+        if targets_path is not None or list_only:
+            fail("--resume continues a stored run; it takes no --targets or --list")
+        _resume(db_path, run_id, list(control_urls), no_control, concurrency, runtime, json_logs, no_portal_check)
+        return
+
+    path = targets_path or DEFAULT_TARGETS
+    warnings: list[str] = []
+    try:
+        targets = load_targets(path, skip_invalid=skip_invalid, warn=warnings.append)
+    except TargetError as exc:
+        fail(str(exc))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    targets = filter_targets(targets, exclude_category)
+    if list_only:
+        _print_list(targets, json_logs)
+        return
+    if not targets:
+        fail(f"{path}: no targets to measure" + (" after --exclude-category" if exclude_category else ""))
+
+    scale = timeout_scale
+    base = ProbeConfig()
+    config = ProbeConfig(
+        dns_timeout=base.dns_timeout * scale,
+        tcp_timeout=base.tcp_timeout * scale,
+        tls_timeout=base.tls_timeout * scale,
+        http_timeout=base.http_timeout * scale,
+        control_timeout=base.control_timeout * scale,
+        resolvers=resolver or system_resolvers(),
+        resolvers_from_system=not resolver,
+        vantage_lookup=not no_vantage_lookup,
+        system_resolver=system_resolver,
+        dns_late_window=dns_wait,
+        ca_file=ca_file,
+        lab_networks=_networks(lab_network),
+    )
+    controls, source = _control_sources(control_urls, no_control, path)
+    if not no_dns_sink:
+        config.dns_sink = _sink_address(dns_sink, controls[0] if controls else None)
+    db = open_db_or_fail(db_path)
+    try:
+        plan = asyncio.run(
+            plan_new_run(
+                targets_path=path,
+                target_count=len(targets),
+                config=config,
+                control_urls=controls,
+                control_source=source,
+                portal_check=not no_portal_check,
+                doh_url=None if no_doh else doh_url,
+                cc=cc,
+                asn=asn,
+                lookup=not no_vantage_lookup,
+                store_ip=store_ip,
+            )
+        )
+    except PlanError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("stopped before the run started", EXIT_INTERRUPTED)
+    text = notice(plan, len(targets), db_path, store_ip)
+    if json_logs:
+        click.echo(json.dumps({"event": "notice", "text": text, "run_id": plan.run["run_id"]}, ensure_ascii=False))
+    else:
+        click.echo(text, err=True)
+    store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
+    _execute(db, db_path, plan.run, plan.config, plan.controls, concurrency, runtime, json_logs)
+
+
+def _control_sources(cli: tuple[str, ...], no_control: bool, targets: Path) -> tuple[list[str], str | None]:
+    """The control helpers to use, and where they came from: --control (in order), else
+    the target list's `# control:` header, else the user's config file."""
+    from probe.core.userconfig import ConfigError, check_control_url, config_path, get
+    from probe.targets.lists import read_control_header
+
+    if no_control:
+        return [], None
+    try:
+        if cli:
+            return list(dict.fromkeys(check_control_url(u) for u in cli)), "--control"
+        try:
+            header = read_control_header(targets)
+        except TargetError as exc:
+            fail(str(exc))
+        if header:
+            return header, f"named by {targets}"
+        configured = get("control")
+        if configured:
+            return configured, f"from {config_path()}"
+    except ConfigError as exc:
+        fail(str(exc))
+    return [], None
+
+
+def _networks(values: tuple[str, ...]) -> list[str]:
+    try:
+        return parse_lab_networks(values)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+# RFC 5737 TEST-NET-1: documentation space, where no host runs a resolver. The sink
+# query goes there when there is no control helper: an answer is injected on the path.
+NO_CONTROL_SINK = "192.0.2.53:53"
+
+
+def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
+    """--dns-sink, else the control helper's address when it is an IP or resolves, else
+    a documentation address (so that injection is seen without a helper too)."""
+    import socket
+
+    from yarl import URL
+
+    from probe.measure.control import split_control_url
+
+    if dns_sink:
+        host, port = split_hostport(dns_sink)
+        if not is_ip(host):
+            fail(f"invalid --dns-sink {dns_sink!r} (use an IP address)")
+        return format_hostport(host, port)
+    if not control_url:
+        return NO_CONTROL_SINK
+    host = (URL(split_control_url(control_url)[1]).host or "").strip("[]")
+    if not host:
+        return None
+    if is_ip(host):
+        return format_hostport(host, 53)
+    try:
+        infos = socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    return format_hostport(str(infos[0][4][0]), 53) if infos else None
+
+
+def parse_or_fail(max_runtime: str | None) -> float | None:
+    if max_runtime is None:
+        return None
+    try:
+        return parse_duration(max_runtime)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+def _print_list(targets, json_logs: bool) -> None:
+    if json_logs:
+        for t in targets:
+            click.echo(json.dumps({"url": t.url, "category": t.category, "note": t.note}, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(targets)} targets would be measured")
+    table.add_column("#", justify="right")
+    table.add_column("url")
+    table.add_column("category")
+    table.add_column("note")
+    for i, t in enumerate(targets, 1):
+        table.add_row(str(i), t.url, t.category or "", t.note or "")
+    Console().print(table)
+
+
+def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, concurrency: int,
+            runtime: float | None, json_logs: bool, no_portal_check: bool = False) -> None:
+    if not db_path.exists():
+        fail(f"{db_path}: no such database; nothing to resume")
+    db = open_db_or_fail(db_path, create=False)
+    try:
+        run_row = resume_plan(db, run_id)
+    except NothingToResume as exc:
+        click.echo(str(exc), err=True)
+        return
+    except PlanError as exc:
+        fail(str(exc))
+    config = config_from_json(run_row["config"])
+    if not no_portal_check:
+        from probe.measure.plan import refuse_portal
+
+        try:
+            asyncio.run(refuse_portal(config))
+        except PlanError as exc:
+            fail(str(exc))
+    urls = [] if no_control else (control_urls or config.controls
+                                  or ([run_row["control_url"]] if run_row["control_url"] else []))
+    controls = []
+    if urls:
+        from probe.measure.plan import check_controls, unreachable_message
+
+        controls, problems = asyncio.run(check_controls(urls, config.ca_file))
+        if not controls:
+            fail(unreachable_message(problems))
+    left = store.count_targets(db, run_row["run_id"])
+    msg = f"resuming run {run_row['run_id'][:8]}: {left['pending'] + left['not_measured']} targets left"
+    if json_logs:
+        click.echo(json.dumps({"event": "resume", "run_id": run_row["run_id"], "text": msg}))
+    else:
+        click.echo(msg, err=True)
+    store.set_run_status(db, run_row["run_id"], "running", finished=False)
+    _execute(db, db_path, run_row, config, controls, concurrency, runtime, json_logs)
+
+
+def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: list,
+             concurrency: int, runtime: float | None, json_logs: bool) -> None:
+    from probe.analysis.hints import quick_anomaly
+    from probe.cli.progress import JsonReporter, PlainReporter, RichReporter
+    from probe.measure.runner import run_targets
+
+    if json_logs:
+        reporter = JsonReporter(quick_anomaly)
+    elif sys.stderr.isatty():
+        reporter = RichReporter(quick_anomaly)
+    else:
+        reporter = PlainReporter(quick_anomaly)
+
+    def switched(old: str, new: str) -> None:
+        if not json_logs:
+            click.echo(f"control helper {old} stopped answering; using {new}", err=True)
+
+    async def measure_all(control) -> list:
+        """Run after run: when this computer's network changes, what is left continues
+        as a new run for the new network (``run_row`` is then that run)."""
+        from probe.measure.plan import next_run_after_change
+
+        nonlocal run_row
+        summaries = []
+        while True:
+            row = run_row
+            summary = await run_targets(db, row["run_id"], config, control=control, concurrency=concurrency,
+                                        reporter=reporter, max_runtime=runtime)
+            summaries.append(summary)
+            if summary.status != "network_changed":
+                return summaries
+            new_row = await next_run_after_change(row, config, summary.network_change)
+            moved = store.split_run(db, row["run_id"], new_row)
+            run_row = new_row
+            say = (f"this computer's network changed ({', '.join(summary.network_change)}): run {row['run_id'][:8]} "
+                   f"ends here ({summary.marked} measurements were in flight and are marked); {moved} targets "
+                   f"continue as run {new_row['run_id'][:8]} on the new network")
+            click.echo(json.dumps({"event": "network_changed", "run_id": row["run_id"], "next_run_id": new_row["run_id"],
+                                   "changed": summary.network_change, "marked": summary.marked, "moved": moved})
+                       if json_logs else say, err=not json_logs)
+
+    async def go():
+        if controls:
+            from probe.measure.control import ControlChain, ControlClient
+            from probe.measure.tls import make_ssl_context
+
+            ctx = make_ssl_context(config.ca_file)
+            clients = []
+            for info in controls:
+                client = ControlClient(info.url, timeout=config.control_timeout, ssl_context=ctx,
+                                       retry_budget=config.control_retry_budget, concurrency=concurrency)
+                client.use_grant(info.grant)
+                clients.append(client)
+            async with ControlChain(clients, on_switch=switched) as chain:
+                return await measure_all(chain)
+        return await measure_all(None)
+
+    try:
+        summaries = asyncio.run(go())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before handlers were installed
+        store.set_run_status(db, run_row["run_id"], "interrupted")
+        click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    resume_hint = f"probe run --resume --db {db_path}"
+    for summary in summaries:
+        if not json_logs:
+            line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"
+                    f" in {summary.elapsed_s:.1f}s, {reporter.anomalies} with anomalies")
+            if summary.not_measured and summary.status != "network_changed":
+                line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
+            click.echo(line, err=True)
+            _say_lost_controls(summary)
+        if summary.measured:
+            control_stats = {"retried": summary.controls_retried, "recovered": summary.controls_recovered,
+                             "lost": dict(summary.lost_controls)} if controls else None
+            _verdicts_of_run(db, db_path, summary.run_id, json_logs, control_stats)
+    if not json_logs:
+        click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
+    if summaries[-1].status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _say_lost_controls(summary) -> None:
+    from probe.measure.control import REASONS
+
+    lost = sum(summary.lost_controls.values())
+    if summary.controls_retried:
+        n = summary.controls_retried
+        click.echo(f"control: {n} {'answer was' if n == 1 else 'answers were'} lost at first and asked again at "
+                   f"the end; {summary.controls_recovered} came back", err=True)
+    if lost:
+        why = "; ".join(f"{n} {REASONS.get(r, r)}" for r, n in summary.lost_controls.most_common())
+        click.echo(f"control: {lost} {'site has' if lost == 1 else 'sites have'} no control answer ({why}); "
+                   f"{'its verdict rests' if lost == 1 else 'their verdicts rest'} on local evidence only", err=True)
+
+
+def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_stats: dict | None = None) -> None:
+    """Classify what the run measured (what `probe analyze --run` does) and say it in one
+    line: a volunteer wants the answer, not only the evidence. A failure here never
+    costs the measurements, which are already stored."""
+    from probe.analysis.analyze import analyze_db
+    from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS
+
+    try:
+        result = analyze_db(db, run_id=run_id)
+        counts = result.by_verdict
+        # Earlier runs classified by an older probe: classify them too, or a report
+        # (which reads one classifier version) would leave them out.
+        for stale in store.runs_without_verdicts(db, CLASSIFIER_VERSION):
+            analyze_db(db, run_id=stale)
+    except Exception as exc:
+        click.echo(f"could not classify the run ({exc}); try: probe analyze --db {db_path}", err=True)
+        return
+    if json_logs:
+        click.echo(json.dumps({"event": "verdicts", "run_id": run_id, "counts": dict(counts),
+                               "cant_tell": dict(result.cant_tell),
+                               "low_confidence_blocked": result.weak_blocked, "controls": control_stats}))
+        return
+
+    def listed(c: dict) -> str:
+        return f" ({', '.join(f'{v} {n}' for v, n in sorted(c.items(), key=lambda kv: -kv[1]))})" if c else ""
+
+    blocked = {v: n - result.cant_tell.get(v, 0) for v, n in counts.items() if VERDICTS[v][0]}
+    blocked = {v: n for v, n in blocked.items() if n}
+    parts = [f"{sum(blocked.values())} blocked" + listed(blocked)]
+    if result.weak_blocked:
+        parts[0] += f", {result.weak_blocked} of them with low confidence"
+    unclear = sum(result.cant_tell.values())
+    if unclear:
+        parts.append(f"{unclear} can't tell" + listed(dict(result.cant_tell)))
+    parts += [f"{counts[v]} {v}" for v in ("ok", "down", "error") if counts.get(v)]
+    click.echo("verdicts: " + ", ".join(parts), err=True)
+    if unclear:
+        why = ("there was no control answer for them" if control_stats is not None
+               else "there was no control helper")
+        click.echo(f"  can't tell: {unclear} {'site' if unclear == 1 else 'sites'} failed in ways censors use "
+                   "(refused, timed out, bad certificate, "
+                   f"no such name), but {why}, so they cannot be told from sites that are down for everyone. "
+                   "To tell them apart, measure with a control helper: probe config set control URL "
+                   "(ask your target list's maintainers for one), or --control URL", err=True)
+    if counts and counts.get("error") == sum(counts.values()):
+        click.echo("  nothing could be measured: this computer seems to have no working DNS or no internet "
+                   "connection; check it, or name a resolver with --resolver IP", err=True)
+    if result.weak_blocked:
+        click.echo("  low confidence: little to compare with; see `probe explain URL` for why", err=True)
+    click.echo(f"the table: probe report --db {db_path}; one site in plain words: probe explain --db {db_path} URL",
+               err=True)
+
+

@@ -1,0 +1,52 @@
+"""`probe show`: list runs, or the raw evidence of one measurement."""
+
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from probe import store
+from probe.cli.common import DEFAULT_DB, fail, open_db_or_fail
+
+
+@click.command()
+@click.argument("ref", required=False)
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--run", "run_id", default=None, help="Look in this run only.")
+@click.option("--json", "as_json", is_flag=True, help="The raw evidence as JSON.")
+def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> None:
+    """List runs, or show the raw evidence of one URL (its latest measurement) or measurement id."""
+    if not db_path.exists():
+        fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+    db = open_db_or_fail(db_path, create=False)
+    console = Console()
+    if ref is None:
+        runs = store.list_runs(db)
+        if as_json:
+            click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+        elif not runs:
+            click.echo("no runs yet")
+        else:
+            from probe.report.show import runs_table
+
+            console.print(runs_table(runs))
+        return
+    mid = store.find_measurement_id(db, ref, run_id)
+    if mid is None:
+        fail(f"no measurement of {ref!r} in {db_path}")
+    m = store.read_measurement(db, mid)
+    if as_json:
+        for side in ("local", "control"):
+            for h in m[side]["http"]:
+                h["body_head"] = store.body_head(h["body_head"]).decode("utf-8", "replace") if h["body_head"] else None
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False, default=str))
+        return
+    from probe.report.show import measurement_tree
+
+    console.print(measurement_tree(m))
+
+

@@ -1,0 +1,212 @@
+"""OONI files into a database and out of it, through the store's functions only (the
+store is the one place that writes SQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import sqlite_utils
+
+from probe import store
+from probe.core.records import (
+    Measurement,
+)
+from probe.ooni.common import NAMESPACE, NotWebConnectivity, OoniFormatError
+from probe.ooni.decode import ooni_to_measurement
+from probe.ooni.encode import measurement_to_ooni
+from probe.ooni.files import documents, line_source
+
+
+@dataclass
+class ImportSummary:
+    """What one import did; ``messages`` says which line was skipped or bad, and why."""
+
+    source: str
+    imported: int = 0
+    duplicates: int = 0  # already in the database (same measurement id)
+    skipped: int = 0  # not web_connectivity
+    errors: int = 0
+    messages: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> int:
+        """Measurements of this input that are now in the database."""
+        return self.imported + self.duplicates
+
+    def line(self) -> str:
+        """The one-line summary; "skipped" counts other tests and measurements already
+        in the database (both fine), "errors" the documents that could not be read."""
+        return (
+            f"imported {self.imported} measurements from {self.source} "
+            f"({self.skipped + self.duplicates} skipped, {self.errors} errors)"
+        )
+
+
+@dataclass
+class _RunPlan:
+    run_id: str
+    meta: dict
+    targets: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+    any_time_unknown: bool = False
+
+
+def _convert(doc: Any, where: str, source: str) -> tuple[Measurement, dict]:
+    """One document to records; any failure of the data is this document's error."""
+    if isinstance(doc, OoniFormatError):
+        raise doc
+    try:
+        return ooni_to_measurement(doc, fallback_key=f"{source}:{where}")
+    except OoniFormatError:
+        raise
+    except Exception as exc:  # malformed data deep inside: an error of this line only
+        raise OoniFormatError(f"malformed measurement ({type(exc).__name__}: {exc})") from None
+
+
+def _run_id(meta: dict, source: str) -> str:
+    if meta.get("run_id"):
+        return meta["run_id"]
+    report = meta.get("report_id") or f"file:{source}"
+    return str(uuid.uuid5(NAMESPACE, f"run:{report}|{meta.get('cc')}|{meta.get('asn')}"))
+
+
+def _run_row(plan: _RunPlan, source: str, digest: str, lab_networks: list[str] | None = None) -> dict[str, Any]:
+    meta = plan.meta
+    notes = [
+        f"imported from OONI data {source} ({meta.get('software') or 'unknown software'}, "
+        f"web_connectivity {meta.get('test_version') or 'unknown version'}); observations only, "
+        "OONI's verdict keys were not imported"
+    ]
+    if plan.any_time_unknown:
+        notes.append("the measurement time is not in the OONI data; recorded as 1970-01-01")
+    if meta.get("test_keys_only"):
+        notes.append("the OONI data holds test_keys only: country and network unknown")
+    return {
+        "run_id": plan.run_id,
+        "started_at": plan.started_at,
+        "finished_at": plan.finished_at or plan.started_at,
+        "status": "finished",
+        "probe_version": f"ooni:{meta.get('software') or 'unknown'}",
+        "targets_source": source,
+        "targets_sha256": digest,
+        "target_count": len(plan.targets),
+        "cc": meta.get("cc"),
+        "asn": meta.get("asn"),
+        "network_name": meta.get("network_name"),
+        "resolvers": json.dumps([meta["resolver_ip"]] if meta.get("resolver_ip") else []),
+        "probe_ip": None,
+        "control_url": meta.get("test_helper"),
+        "doh_url": None,
+        "config": json.dumps(
+            {"imported_from": "ooni", "source": source, "report_id": meta.get("report_id"),
+             "test_version": meta.get("test_version"), "lab_networks": list(lab_networks or [])}
+        ),
+        "notes": json.dumps(notes),
+    }
+
+
+def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str,
+                lab_networks: list[str]) -> None:
+    """Create the run with its targets, or add targets a longer file brought to it."""
+    if not store.run_exists(db, plan.run_id):
+        store.create_run(db, _run_row(plan, source, digest, lab_networks), [store.RunTarget(u) for u in plan.targets])
+        return
+    store.add_run_targets(db, plan.run_id, plan.targets)
+
+
+def import_ooni(
+    db: sqlite_utils.Database, path_or_lines: str | Path | Iterable[str], *, source: str,
+    lab_networks: list[str] | None = None,
+) -> ImportSummary:
+    """Store every web_connectivity measurement of a JSONL or JSON(C) file (or lines).
+
+    One run per (report_id, or the file when there is none; country; network), finished.
+    Ids are derived from OONI's own, so importing the same data again adds nothing.
+    A bad line or another test's measurement is counted and named in ``messages``; only
+    an input that cannot be read at all raises (OoniImportError).
+    """
+    lines = line_source(path_or_lines)
+    summary = ImportSummary(source=source)
+    hasher = hashlib.sha256()
+
+    def hashed(it: Iterator[str]) -> Iterator[str]:
+        for line in it:
+            hasher.update(line.encode("utf-8", "replace"))
+            yield line
+
+    # Pass 1: which runs, with which targets; nothing kept of the measurements themselves.
+    plans: dict[str, _RunPlan] = {}
+    for where, doc in documents(hashed(lines())):
+        try:
+            m, meta = _convert(doc, where, source)
+        except NotWebConnectivity as exc:
+            summary.skipped += 1
+            summary.messages.append(f"{where}: skipped: {exc}")
+            continue
+        except OoniFormatError as exc:
+            summary.errors += 1
+            summary.messages.append(f"{where}: {exc}")
+            continue
+        rid = _run_id(meta, source)
+        plan = plans.setdefault(rid, _RunPlan(rid, meta))
+        if m.url not in plan.targets:
+            plan.targets.append(m.url)
+        plan.started_at = min(filter(None, [plan.started_at, m.started_at]))
+        plan.finished_at = max(filter(None, [plan.finished_at, m.finished_at, m.started_at]))
+        plan.any_time_unknown |= meta["measured_at"] is None
+    digest = hasher.hexdigest()
+    for plan in plans.values():
+        _ensure_run(db, plan, source, digest, lab_networks or [])
+        summary.run_ids.append(plan.run_id)
+
+    # Pass 2: convert again (deterministic) and store what is not there yet.
+    for where, doc in documents(lines()):
+        try:
+            m, meta = _convert(doc, where, source)
+        except OoniFormatError:
+            continue  # counted in pass 1
+        if store.has_measurement(db, m.measurement_id):
+            summary.duplicates += 1
+            continue
+        store.save_measurement(db, _run_id(meta, source), m)
+        summary.imported += 1
+    if summary.duplicates:
+        summary.messages.append(f"{summary.duplicates} measurements were already in the database")
+    return summary
+
+
+class OoniExportError(Exception):
+    """Nothing to export as asked (e.g. an unknown run id): a one-line reason."""
+
+
+def find_run(db: sqlite_utils.Database, run_id: str) -> str:
+    """The full id of a run given by id or unique prefix; OoniExportError if none."""
+    run = store.get_run(db, run_id)
+    if run is None:
+        raise OoniExportError(f"no run {run_id!r} in this database (see `probe show`)")
+    return run["run_id"]
+
+
+def export_ooni(db: sqlite_utils.Database, out: IO[str], *, run_id: str | None = None) -> int:
+    """Write measurements (of one run, or all) as OONI JSONL, oldest first; returns how
+    many. Measurements are loaded one at a time, so memory does not grow with the run."""
+    wanted = find_run(db, run_id) if run_id is not None else None
+    runs: dict[str, dict] = {}
+    count = 0
+    for mid, rid in store.measurement_ids(db, wanted):
+        m = store.load_measurement(db, mid)
+        if m is None:
+            continue
+        if rid not in runs:
+            runs[rid] = store.get_run(db, rid) or {"run_id": rid}
+        out.write(json.dumps(measurement_to_ooni(m, runs[rid]), ensure_ascii=False) + "\n")
+        count += 1
+    return count

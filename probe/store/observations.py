@@ -1,0 +1,402 @@
+"""Raw observations: every row of one measurement written in one transaction, the
+moment it finishes; read back as plain rows (show) or as records (analysis, export)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import sqlite_utils
+
+from probe.core.records import (
+    ControlResult,
+    DnsQuery,
+    HttpRequest,
+    Measurement,
+    TcpConnect,
+    TlsHandshake,
+    to_jsonable,
+)
+
+
+def _j(value: Any) -> str:
+    return json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _dns_rows(mid: str, side: str, queries: list[DnsQuery]) -> tuple[list[dict], list[dict]]:
+    qrows, arows = [], []
+    for q in queries:
+        qrows.append(
+            {
+                # the control's ids come from another machine: derive ours, so a buggy
+                # helper repeating an id cannot make the whole measurement unsavable
+                "query_id": q.query_id if side == "local" else f"{mid}:{side}:{len(qrows)}",
+                "measurement_id": mid,
+                "side": side,
+                "engine": q.engine,
+                "resolver": q.resolver,
+                "hostname": q.hostname,
+                "query_type": q.query_type,
+                "started_at": q.started_at,
+                "duration_ms": q.duration_ms,
+                "failure": q.failure,
+                "rcode": q.rcode,
+                "responder": q.responder,
+                "extra_replies": _j(q.extra_replies) if q.extra_replies else None,
+            }
+        )
+        for i, a in enumerate(q.answers):
+            arows.append(
+                {
+                    "query_id": qrows[-1]["query_id"],
+                    "measurement_id": mid,
+                    "side": side,
+                    "position": i,
+                    "answer_type": a.answer_type,
+                    "value": a.value,
+                    "ttl": a.ttl,
+                }
+            )
+    return qrows, arows
+
+
+def _tcp_rows(mid: str, side: str, connects: list[TcpConnect]) -> list[dict]:
+    return [
+        {
+            "measurement_id": mid,
+            "side": side,
+            "ip": c.ip,
+            "port": c.port,
+            "started_at": c.started_at,
+            "duration_ms": c.duration_ms,
+            "success": int(c.success),
+            "failure": c.failure,
+        }
+        for c in connects
+    ]
+
+
+def _tls_rows(mid: str, side: str, handshakes: list[TlsHandshake]) -> list[dict]:
+    rows = []
+    for h in handshakes:
+        leaf = h.peer_certificates[0] if h.peer_certificates else None
+        rows.append(
+            {
+                "measurement_id": mid,
+                "side": side,
+                "ip": h.ip,
+                "port": h.port,
+                "server_name": h.server_name,
+                "sni_role": h.sni_role,
+                "started_at": h.started_at,
+                "duration_ms": h.duration_ms,
+                "success": int(h.success),
+                "failure": h.failure,
+                "failure_stage": h.failure_stage,
+                "bytes_sent": h.bytes_sent,
+                "bytes_received": h.bytes_received,
+                "tls_version": h.tls_version,
+                "cipher": h.cipher,
+                "alpn": h.alpn,
+                "cert_valid": None if h.cert_valid is None else int(h.cert_valid),
+                "cert_failure": h.cert_failure,
+                "cert_checked_at": h.cert_checked_at,
+                "leaf_subject": leaf.subject if leaf else None,
+                "leaf_issuer": leaf.issuer if leaf else None,
+                "leaf_sha256": leaf.sha256 if leaf else None,
+                "peer_certificates": _j(h.peer_certificates) if h.peer_certificates else None,
+            }
+        )
+    return rows
+
+
+def _http_rows(mid: str, side: str, requests: list[HttpRequest]) -> list[dict]:
+    return [
+        {
+            "request_id": r.request_id if side == "local" else f"{mid}:{side}:{i}",
+            "measurement_id": mid,
+            "side": side,
+            "kind": r.kind,
+            "hop": r.hop,
+            "url": r.url,
+            "method": r.method,
+            "address": r.address,
+            "started_at": r.started_at,
+            "duration_ms": r.duration_ms,
+            "failure": r.failure,
+            "status": r.status,
+            "reason": r.reason,
+            "http_version": r.http_version,
+            "headers": _j(r.headers),
+            "location": r.location,
+            "body_length": r.body_length,
+            "body_truncated": int(r.body_truncated),
+            "body_sha256": r.body_sha256,
+            "title": r.title,
+            "body_head": gzip.compress(r.body_head, mtime=0) if r.body_head else None,
+        }
+        for i, r in enumerate(requests)
+    ]
+
+
+def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> None:
+    """Every row of one measurement, and the target's 'done' mark, in one transaction."""
+    mid = m.measurement_id
+    c = m.control
+    with db.atomic():
+        db["measurements"].insert(
+            {
+                "measurement_id": mid,
+                "run_id": run_id,
+                "url": m.url,
+                "hostname": m.hostname,
+                "scheme": m.scheme,
+                "port": m.port,
+                "category": m.category,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at,
+                "duration_ms": m.duration_ms,
+                "addresses": _j(m.addresses),
+                "control_url": c.control_url if c else None,
+                "control_failure": c.failure if c else None,
+                "network_epoch": m.network_epoch,
+                "network_changed": int(m.network_changed),
+            }
+        )
+        _insert_side(db, mid, "local", m.dns, m.tcp, m.tls, m.http)
+        if c is not None:
+            _insert_control(db, mid, c)
+        db.execute(
+            "update run_targets set status = 'done', measurement_id = ? where run_id = ? and url = ?",
+            [mid, run_id, m.url],
+        )
+
+
+def _insert_side(db: sqlite_utils.Database, mid: str, side: str, dq: list[DnsQuery], tc: list[TcpConnect],
+                 th: list[TlsHandshake], hr: list[HttpRequest]) -> None:
+    qrows, arows = _dns_rows(mid, side, dq)
+    db["dns_queries"].insert_all(qrows)
+    db["dns_answers"].insert_all(arows)
+    db["tcp_connects"].insert_all(_tcp_rows(mid, side, tc))
+    db["tls_handshakes"].insert_all(_tls_rows(mid, side, th))
+    db["http_requests"].insert_all(_http_rows(mid, side, hr))
+
+
+def _insert_control(db: sqlite_utils.Database, mid: str, c: ControlResult) -> None:
+    _insert_side(db, mid, "control", c.dns, c.tcp, c.tls, c.http)
+    db["control_results"].insert(
+        {
+            "measurement_id": mid,
+            "control_url": c.control_url,
+            "started_at": c.started_at,
+            "duration_ms": c.duration_ms,
+            "failure": c.failure,
+            "raw": json.dumps(c.raw, ensure_ascii=False) if c.raw is not None else None,
+            "attempts": c.attempts,
+            "reason": c.reason,
+        }
+    )
+
+
+def replace_control(db: sqlite_utils.Database, measurement_id: str, c: ControlResult) -> None:
+    """A control asked again at the end of a run (its first answer was lost to load or a
+    broken connection): the new answer replaces the failed one, in one transaction.
+    Nothing measured locally is touched; the attempts add up."""
+    with db.atomic():
+        old = list(db.query("select attempts from control_results where measurement_id = ?", [measurement_id]))
+        c.attempts += (old[0]["attempts"] or 1) if old else 0
+        for table in ("dns_answers", "dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
+            db.execute(f"delete from {table} where measurement_id = ? and side = 'control'", [measurement_id])
+        db.execute("delete from control_results where measurement_id = ?", [measurement_id])
+        _insert_control(db, measurement_id, c)
+        db.execute("update measurements set control_url = ?, control_failure = ? where measurement_id = ?",
+                   [c.control_url, c.failure, measurement_id])
+
+
+def lost_controls(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """Measurements of a run whose control answer was lost: id, url, addresses, reason."""
+    return list(db.query(
+        """select m.measurement_id, m.url, m.addresses, c.reason, c.control_url
+           from measurements m join control_results c using (measurement_id)
+           where m.run_id = ? and c.failure is not null order by m.started_at""",
+        [run_id],
+    ))
+
+
+def body_head(blob: bytes | None) -> bytes:
+    """The stored first bytes of a body, decompressed."""
+    return gzip.decompress(blob) if blob else b""
+
+
+def find_measurement_id(db: sqlite_utils.Database, ref: str, run_id: str | None = None) -> str | None:
+    """A measurement id (or unique prefix), or the latest measurement of a URL.
+
+    A URL matches with or without a trailing slash, and a bare host name matches its
+    http(s) URLs, since that is how people type them."""
+    rows = list(db.query("select measurement_id from measurements where measurement_id like ? limit 2", [ref + "%"]))
+    if len(rows) == 1:
+        return rows[0]["measurement_id"]
+    candidates = {ref, ref.rstrip("/"), ref.rstrip("/") + "/"}
+    where = f"url in ({','.join('?' * len(candidates))}) or hostname = ?"
+    params: list[Any] = [*candidates, ref.lower()]
+    if run_id:
+        where = f"({where}) and run_id = ?"
+        params.append(run_id)
+    rows = list(db.query(f"select measurement_id from measurements where {where} order by started_at desc limit 1", params))
+    return rows[0]["measurement_id"] if rows else None
+
+
+def read_measurement(db: sqlite_utils.Database, measurement_id: str) -> dict[str, Any] | None:
+    """One measurement with all its rows, grouped by side: the raw evidence."""
+    rows = list(db.query("select * from measurements where measurement_id = ?", [measurement_id]))
+    if not rows:
+        return None
+    m = rows[0]
+    m["addresses"] = json.loads(m["addresses"] or "[]")
+    run = list(db.query("select * from runs where run_id = ?", [m["run_id"]]))
+    m["run"] = run[0] if run else None
+    for side in ("local", "control"):
+        part: dict[str, Any] = {}
+        queries = list(
+            db.query("select * from dns_queries where measurement_id = ? and side = ? order by rowid", [measurement_id, side])
+        )
+        for q in queries:
+            q["answers"] = list(
+                db.query("select answer_type, value, ttl from dns_answers where query_id = ? order by position", [q["query_id"]])
+            )
+            q["extra_replies"] = json.loads(q["extra_replies"]) if q["extra_replies"] else []
+        part["dns"] = queries
+        part["tcp"] = list(
+            db.query("select * from tcp_connects where measurement_id = ? and side = ? order by id", [measurement_id, side])
+        )
+        tls = list(
+            db.query("select * from tls_handshakes where measurement_id = ? and side = ? order by id", [measurement_id, side])
+        )
+        for t in tls:
+            t["peer_certificates"] = json.loads(t["peer_certificates"]) if t["peer_certificates"] else []
+        part["tls"] = tls
+        http = list(
+            db.query(
+                "select * from http_requests where measurement_id = ? and side = ? order by kind, hop, started_at",
+                [measurement_id, side],
+            )
+        )
+        for h in http:
+            h["headers"] = json.loads(h["headers"] or "[]")
+        part["http"] = http
+        m[side] = part
+    ctrl = list(db.query("select * from control_results where measurement_id = ?", [measurement_id]))
+    m["control_result"] = ctrl[0] if ctrl else None
+    return m
+
+
+def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurement | None:
+    """Rebuild the Measurement records (local and control) from stored rows, bodies
+    decompressed: what analysis classifies, whatever wrote the rows (probe or import)."""
+    from probe.core.records import (
+        Certificate,
+        DnsAnswer,
+        DnsReply,
+    )
+
+    raw = read_measurement(db, measurement_id)
+    if raw is None:
+        return None
+
+    def side(part: dict[str, Any]):
+        dns = []
+        for q in part["dns"]:
+            dq = DnsQuery(q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"],
+                          q["duration_ms"] or 0.0, q["failure"], q["rcode"], q["responder"],
+                          [DnsAnswer(a["answer_type"], a["value"], a["ttl"]) for a in q["answers"]],
+                          [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
+                                    [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers", [])])
+                           for r in q["extra_replies"]],
+                          query_id=q["query_id"])
+            dns.append(dq)
+        tcp = [TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
+               for c in part["tcp"]]
+        tls = []
+        for t in part["tls"]:
+            tls.append(TlsHandshake(
+                t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
+                t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
+                t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
+                t["cert_failure"], [Certificate(**c) for c in t["peer_certificates"]],
+                cert_checked_at=t.get("cert_checked_at"),
+            ))
+        http = [HttpRequest(
+            url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
+            method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
+            reason=h["reason"], http_version=h["http_version"], headers=h["headers"], location=h["location"],
+            body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
+            title=h["title"], body_head=body_head(h["body_head"]) if h["body_head"] else None, request_id=h["request_id"],
+        ) for h in part["http"]]
+        http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
+        return dns, tcp, tls, http
+
+    m = Measurement(url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
+                    started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
+                    duration_ms=raw["duration_ms"], addresses=raw["addresses"], measurement_id=raw["measurement_id"],
+                    network_epoch=raw.get("network_epoch"), network_changed=bool(raw.get("network_changed")))
+    m.dns, m.tcp, m.tls, m.http = side(raw["local"])
+    cr = raw["control_result"]
+    if cr is not None:
+        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
+                          attempts=cr.get("attempts") or 1, reason=cr.get("reason"))
+        c.dns, c.tcp, c.tls, c.http = side(raw["control"])
+        c.raw = json.loads(cr["raw"]) if cr["raw"] else None
+        m.control = c
+    return m
+
+
+def has_measurement(db: sqlite_utils.Database, measurement_id: str) -> bool:
+    return bool(list(db.query("select 1 from measurements where measurement_id = ?", [measurement_id])))
+
+
+def measurement_row(db: sqlite_utils.Database, measurement_id: str) -> dict[str, Any] | None:
+    """The measurement's own row (no observations)."""
+    return next(iter(db.query("select * from measurements where measurement_id = ?", [measurement_id])), None)
+
+
+def measurement_ids(db: sqlite_utils.Database, run_id: str | None = None) -> list[tuple[str, str]]:
+    """(measurement_id, run_id) of a run's measurements (or all), oldest first."""
+    where, params = ("where run_id = ?", [run_id]) if run_id is not None else ("", [])
+    sql = f"select measurement_id, run_id from measurements {where} order by started_at, measurement_id"
+    return [(r[0], r[1]) for r in db.execute(sql, params).fetchall()]
+
+
+def dns_failure_counts(db: sqlite_utils.Database, run_id: str) -> tuple[int, int]:
+    """(measurements, measurements whose local DNS was asked and gave no address)."""
+    total, failed = db.execute(
+        """
+        select count(*), sum(case when not exists (
+                 select 1 from dns_answers a where a.measurement_id = m.measurement_id and a.side = 'local'
+                 and a.answer_type in ('A', 'AAAA'))
+               and exists (select 1 from dns_queries q where q.measurement_id = m.measurement_id and q.side = 'local')
+               then 1 else 0 end)
+        from measurements m where m.run_id = ?
+        """,
+        [run_id],
+    ).fetchone()
+    return total or 0, failed or 0
+
+
+def connects_by_family(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """Per measurement of a run: local connects to its port over IPv4 and IPv6, and how
+    many succeeded (v4, v4ok, v6, v6ok)."""
+    return list(db.query(
+        """select sum(instr(c.ip, ':') = 0) as v4, sum(instr(c.ip, ':') = 0 and c.success) as v4ok,
+                  sum(instr(c.ip, ':') > 0) as v6, sum(instr(c.ip, ':') > 0 and c.success) as v6ok
+           from measurements m join tcp_connects c
+             on c.measurement_id = m.measurement_id and c.side = 'local' and c.port = m.port
+           where m.run_id = ? group by m.measurement_id""", [run_id]))
+
+
+def download_samples(db: sqlite_utils.Database, run_id: str, min_bytes: int) -> list[tuple[int, float]]:
+    """(body bytes, milliseconds) of a run's local main pages of at least min_bytes."""
+    return [(r["body_length"], r["duration_ms"]) for r in db.query(
+        """select h.body_length, h.duration_ms from http_requests h join measurements m using (measurement_id)
+           where m.run_id = ? and h.side = 'local' and h.kind = 'main' and h.status is not null
+           and h.body_length >= ? and h.duration_ms > 0""", [run_id, min_bytes])]

@@ -1,0 +1,84 @@
+"""Verdicts: written by analysis (re-derivable, one row per measurement and classifier
+version), read by reports and `explain`. One version order for the whole project."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+
+
+def version_key(version: str | None) -> tuple:
+    """Order classifier versions as releases are ordered: numerically ("1.10.0" after
+    "1.9.0"), and a pre-release before its release ("1.1.0-rc1" before "1.1.0"). Any
+    text compares without error (a piece that is not a number sorts after numbers)."""
+    release, _, pre = (version or "").partition("-")
+
+    def pieces(text: str) -> tuple:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in text.split(".") if p != "")
+
+    return (pieces(release), 0 if pre else 1, pieces(pre))
+
+
+def save_verdict_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> int:
+    """Upsert verdict rows (see analysis.persist.verdict_row), in one transaction."""
+    with db.atomic():
+        db["verdicts"].upsert_all(rows, pk=("measurement_id", "classifier_version"))
+    return len(rows)
+
+
+def classifier_versions(db: sqlite_utils.Database) -> list[str]:
+    """Classifier versions with verdicts in this database, oldest first."""
+    if "verdicts" not in db.table_names():
+        return []
+    found = [r[0] for r in db.execute("select distinct classifier_version from verdicts").fetchall() if r[0]]
+    return sorted(found, key=version_key)
+
+
+def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None) -> Iterator[dict[str, Any]]:
+    """One row per classified measurement with what a report needs: url, domain, cc,
+    asn, network, measured_at, verdict, blocked, confidence, layer, rule_id, evidence
+    (list of {text, fields}). The latest classifier version present is used unless one
+    is named."""
+    if classifier_version is None:
+        versions = classifier_versions(db)
+        if not versions:
+            return
+        classifier_version = versions[-1]
+    sql = """
+        select m.measurement_id, m.url, m.hostname as domain, m.category, m.started_at as measured_at,
+               r.run_id, r.cc, r.asn, r.network_name,
+               v.verdict, v.blocked, v.confidence, v.layer, v.rule_id, v.evidence, v.classifier_version, v.tags
+        from verdicts v
+        join measurements m using (measurement_id)
+        join runs r on r.run_id = m.run_id
+        where v.classifier_version = ?
+        order by m.url, m.started_at
+    """
+    for row in db.query(sql, [classifier_version]):
+        row["blocked"] = None if row["blocked"] is None else bool(row["blocked"])
+        row["evidence"] = json.loads(row["evidence"] or "[]")
+        row["tags"] = json.loads(row["tags"] or "[]")
+        yield row
+
+
+def latest_verdict(db: sqlite_utils.Database, measurement_id: str,
+                   classifier_version: str | None = None) -> dict[str, Any] | None:
+    """The verdict row of a measurement by the newest classifier (or the one named)."""
+    if "verdicts" not in db.table_names():
+        return None
+    rows = list(db.query("select * from verdicts where measurement_id = ?", [measurement_id]))
+    if classifier_version is not None:
+        rows = [r for r in rows if r["classifier_version"] == classifier_version]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: version_key(r["classifier_version"]))
+
+
+def runs_without_verdicts(db: sqlite_utils.Database, classifier_version: str) -> list[str]:
+    """Runs with a measurement this classifier version has not judged yet."""
+    return [r[0] for r in db.execute(
+        "select distinct m.run_id from measurements m where not exists (select 1 from verdicts v "
+        "where v.measurement_id = m.measurement_id and v.classifier_version = ?)", [classifier_version])]
