@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import clirun
 import pytest
 from servers import LabPKI
 
@@ -19,6 +21,17 @@ from probe.measure.url import ProbeConfig
 # A volunteer's own config (say, a default control helper) must never leak into the
 # tests, nor the tests' into it: every test, and every CLI it runs, reads this file.
 os.environ["BYNET_PROBE_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="probe-config-")) / "config.ini")
+
+
+@pytest.fixture(autouse=True)
+def no_traceback_from_the_cli():
+    """Every test, whatever it asserts: no run of the `probe` command (through
+    tests/clirun.py) printed a Python traceback. A failure a volunteer can meet must end
+    in one line; this catches the ones no test was written for yet."""
+    clirun.RUNS.clear()
+    yield
+    for args, code, err in clirun.RUNS:
+        assert "Traceback (most recent call last)" not in err, f"`probe {' '.join(args)}` (exit {code}):\n{err[-3000:]}"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +46,7 @@ def ca_file(pki, tmp_path_factory) -> str:
 
 def lab_config(dns_address: str | None, ca_file: str | None = None, **overrides) -> ProbeConfig:
     """Short timeouts, only the test's DNS server, no well-known ports unless asked."""
-    base = dict(
+    base: dict[str, Any] = dict(
         dns_timeout=1.5,
         tcp_timeout=1.0,
         tls_timeout=2.0,

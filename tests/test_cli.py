@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from clirun import QUIET, ROOT, probe, rows
-from servers import NXDOMAIN, Answer, DnsServer, RawTcpServer, WebServer, site_app
+from servers import NXDOMAIN, Answer, Behaviour, DnsServer, RawTcpServer, WebServer, site_app
 
 from probe import store
 
@@ -23,7 +23,7 @@ from probe import store
 async def world(pki):
     """Three lab sites: one fine over HTTPS, one whose name does not exist, one whose
     TLS handshake is reset after the ClientHello (SNI filtering)."""
-    zone = {
+    zone: dict[str, Behaviour] = {
         "ok.lab.test": Answer(a=["127.0.0.1"]),
         "gone.lab.test": NXDOMAIN,
         "reset.lab.test": Answer(a=["127.0.0.1"]),
@@ -197,7 +197,7 @@ async def test_unusable_database_is_refused_untouched(tmp_path, kind):
         db.write_bytes(b"definitely not sqlite" * 200)
     else:
         d = store.open_db(db)
-        d["schema_version"].insert({"version": store.SCHEMA_VERSION + 5, "description": "x", "applied_at": "now"})
+        d.table("schema_version").insert({"version": store.SCHEMA_VERSION + 5, "description": "x", "applied_at": "now"})
         d.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         d.conn.close()
     before = db.read_bytes()

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -42,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def lab_config(**overrides) -> ProbeConfig:
     """No DNS resolver, no extra ports, short timeouts: only what the test names is touched."""
-    base = dict(
+    base: dict[str, Any] = dict(
         resolvers=[],
         system_resolver=False,
         ports=(),
@@ -484,6 +485,7 @@ async def test_client_measure_returns_records(start_helper, site) -> None:
     assert all(isinstance(h, HttpRequest) for h in result.http)
     assert [h.status for h in result.http] == [302, 200]
     assert result.http[-1].title == PAGE_TITLE
+    assert result.raw is not None
     assert result.raw["url"] == url and "ip_info" in result.raw
 
 
@@ -508,6 +510,7 @@ async def test_client_unreachable_helper() -> None:
         assert result.failure == F.CONTROL_UNAVAILABLE
         assert result.control_url == base
         assert result.dns == result.tcp == result.tls == result.http == []
+        assert result.raw is not None
         assert set(result.raw) == {"error", "reason", "attempts"} and result.raw["error"]
         assert result.reason == result.raw["reason"] == "unreachable"
         with pytest.raises(ControlUnavailable) as info:
@@ -520,6 +523,7 @@ async def test_client_refused_request_is_unavailable(start_helper) -> None:
     async with ControlClient(base, timeout=5) as client:
         result = await client.measure("http://127.0.0.1/", [])
     assert result.failure == F.CONTROL_UNAVAILABLE
+    assert result.raw is not None
     assert "403" in result.raw["error"] and "127.0.0.1" in result.raw["error"]
 
 
@@ -527,6 +531,7 @@ async def test_client_timeout_and_garbage_answers(silent) -> None:
     async with ControlClient(f"http://127.0.0.1:{silent}", timeout=0.5) as client:
         result = await client.measure("http://example.com/", [])
     assert result.failure == F.CONTROL_UNAVAILABLE
+    assert result.raw is not None
     assert "timed out" in result.raw["error"]
 
     seen: dict[str, str] = {}
@@ -546,6 +551,7 @@ async def test_client_timeout_and_garbage_answers(silent) -> None:
             with pytest.raises(ControlUnavailable):
                 await client.health()
     assert result.failure == F.CONTROL_UNAVAILABLE
+    assert result.raw is not None
     assert "not JSON" in result.raw["error"]
     assert seen["ua"] == USER_AGENT == f"bynet-probe/{__version__}"
     assert json.loads(seen["body"]) == {"url": "http://example.com/", "addresses": ["8.8.8.8"]}
@@ -581,6 +587,7 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+    assert proc.stdout is not None  # stdout=PIPE
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
         assert "listening on http://127.0.0.1:" in line

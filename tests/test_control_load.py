@@ -302,6 +302,7 @@ async def test_health_grant_and_clock(many_sites):
             info = await client.health()
     assert health["limits"]["per_client_concurrency"] == 3
     assert (info.grant.concurrency, info.grant.rate_per_minute, info.grant.burst) == (3, 90, 7)
+    assert info.clock_skew_s is not None
     assert abs(info.clock_skew_s) < 2
 
 

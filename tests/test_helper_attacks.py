@@ -85,7 +85,7 @@ async def test_slow_uploads_take_no_measurement_slot():
         for _, w in attackers:
             w.close()
     assert all(a is not None for a in answers), "a slow upload was kept open past the body timeout"
-    assert sum(a.startswith(b"HTTP/1.1 408") for a in answers) == 64
+    assert sum(a.startswith(b"HTTP/1.1 408") for a in answers) == 64  # type: ignore[union-attr]  # none is None: asserted above
 
 
 async def test_headers_that_never_finish_are_cut_off():
@@ -141,6 +141,7 @@ async def test_many_connections_from_one_address_leave_room_for_others():
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit_files,
         env={**os.environ, "PYTHONPATH": ROOT},
     )
+    assert proc.stdout is not None  # stdout=PIPE
     try:
         line = ""
         while "listening" not in line:

@@ -61,6 +61,7 @@ async def test_working_https_site_records_every_step(pki, ca_file):
     assert hop.address == f"127.0.0.1:{web.port}"
     assert hop.body_length == 2000 and len(hop.body_sha256) == 64 and hop.body_head.startswith(b"<")
     assert ("X-Lab-Site", "1") in [tuple(h) for h in hop.headers]
+    assert m.duration_ms is not None and m.finished_at is not None
     assert m.duration_ms < 5000 and m.finished_at >= m.started_at
 
 

@@ -53,6 +53,7 @@ needs_ooni = pytest.mark.skipif(TOOLS is None, reason="OONI's oohelperd and wcru
 @pytest.fixture
 async def oohelperd():
     """OONI's test helper on loopback; its base URL."""
+    assert TOOLS is not None  # needs_ooni
     port, pprof = unused_port(), unused_port()
     proc = subprocess.Popen([str(TOOLS / "oohelperd"), "-api-endpoint", f"127.0.0.1:{port}",
                              "-pprof-endpoint", f"127.0.0.1:{pprof}"],
@@ -110,6 +111,7 @@ async def test_our_probe_with_oohelperd_as_its_control(tmp_path, world, oohelper
 
 
 async def run_wcrun(helper: str, version: str, urls: list[str], out: Path) -> dict[str, dict]:
+    assert TOOLS is not None  # needs_ooni
     proc = await asyncio.create_subprocess_exec(
         str(TOOLS / "wcrun"), "-th", helper + "/", "-exp", version, "-o", str(out), *urls,
         env={**os.environ, **LAB_ENV}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -37,6 +37,7 @@ async def test_a_portal_is_found():
     async with WebServer(portal_app()) as portal, DnsServer({"*": Answer(a=["127.0.0.1"])}) as dns:
         found = await check_portal(lab_config(dns.address), probes=probes_on(portal.port),
                                    random_parents=("example.test", "example.invalid"))
+    assert found.login_url is not None
     assert found.portal and found.login_url.startswith("http://portal.hotel.test:")
     assert "login page" in found.reason and "names that cannot exist resolve too" in found.reason
 

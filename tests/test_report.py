@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import sqlite_utils
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -82,12 +83,13 @@ def _run(db, cc: str, asn: str, name: str, day: int, urls: list[str]) -> str:
 
 def _measure(db, run_id: str, url: str, day: int, hour: int) -> str:
     host = urlsplit(url).hostname
+    assert host is not None
     m = Measurement(url=url, hostname=host, scheme="https", port=443, started_at=_when(day, hour), category="NEWS")
     store.save_measurement(db, run_id, m)
     return m.measurement_id
 
 
-def make_db(path: Path, cc: str, asn: str, name: str, plan) -> store.sqlite_utils.Database:
+def make_db(path: Path, cc: str, asn: str, name: str, plan) -> sqlite_utils.Database:
     """One run per day, one measurement per plan line, one verdict each."""
     db = store.open_db(path)
     runs: dict[int, str] = {}
@@ -316,9 +318,10 @@ def test_heat_map_grows_with_the_number_of_sites():
 
 
 def test_terminal_report_shows_both_tables(rows):
-    console = Console(file=io.StringIO(), width=220, color_system=None)
+    buf = io.StringIO()
+    console = Console(file=buf, width=220, color_system=None)
     terminal.render_terminal(rep.build_report(rows, ["x.db"]), console)
-    out = console.file.getvalue()
+    out = buf.getvalue()
     assert "latest verdict per site and network" in out and "counts by method" in out
     assert "tls.reset" in out and "blocked at tls" in out and "BY/AS25106" in out
 

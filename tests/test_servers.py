@@ -11,6 +11,7 @@ import asyncio
 import socket
 import ssl
 import time
+from typing import cast
 
 import aiohttp
 import dns.asyncquery
@@ -20,54 +21,29 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-
-try:  # tests/ is on sys.path when it is not a package (pytest "prepend" mode)
-    from servers import (
-        BLOCKPAGE_TEXT,
-        BLOCKPAGE_TITLE,
-        GARBAGE,
-        GARBAGE_BYTES,
-        HUGE_SIZE,
-        NXDOMAIN,
-        REFUSED,
-        SERVFAIL,
-        SILENT,
-        WRONG_HOST,
-        Answer,
-        Delayed,
-        DnsServer,
-        LabPKI,
-        Race,
-        RawTcpServer,
-        Txt,
-        WebServer,
-        site_app,
-        unused_port,
-    )
-except ImportError:  # pragma: no cover - if tests/ becomes a package
-    from tests.servers import (  # type: ignore[no-redef]
-        BLOCKPAGE_TEXT,
-        BLOCKPAGE_TITLE,
-        GARBAGE,
-        GARBAGE_BYTES,
-        HUGE_SIZE,
-        NXDOMAIN,
-        REFUSED,
-        SERVFAIL,
-        SILENT,
-        WRONG_HOST,
-        Answer,
-        Delayed,
-        DnsServer,
-        LabPKI,
-        Race,
-        RawTcpServer,
-        Txt,
-        WebServer,
-        site_app,
-        unused_port,
-    )
-
+from servers import (
+    BLOCKPAGE_TEXT,
+    BLOCKPAGE_TITLE,
+    GARBAGE,
+    GARBAGE_BYTES,
+    HUGE_SIZE,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    SILENT,
+    WRONG_HOST,
+    Answer,
+    Behaviour,
+    Delayed,
+    DnsServer,
+    LabPKI,
+    Race,
+    RawTcpServer,
+    Txt,
+    WebServer,
+    site_app,
+    unused_port,
+)
 
 # --------------------------------------------------------------------------
 # helpers / fixtures
@@ -125,7 +101,7 @@ def addresses(msg: dns.message.Message, rdtype: str) -> list[str]:
 # DNS
 # --------------------------------------------------------------------------
 
-ZONE = {
+ZONE: dict[str, Behaviour] = {
     "site.lab.test": Answer(a=["127.0.0.2", "127.0.0.3"], aaaa=["::1"], ttl=123),
     "v4only.lab.test": Answer(a=["127.0.0.4"]),
     "cdn.lab.test": Answer(a=["127.0.0.5"], cname="edge.cdn.example"),
@@ -290,7 +266,8 @@ async def test_dns_ignores_junk_queries_and_survives(dns_srv):
 
 
 async def test_dns_stop_with_pending_replies_is_clean():
-    zone = {"a.test": Delayed(Answer(a=["127.0.0.1"]), 5), "b.test": Race(Answer(a=["127.0.0.1"]), NXDOMAIN, 5)}
+    zone: dict[str, Behaviour] = {"a.test": Delayed(Answer(a=["127.0.0.1"]), 5),
+                                  "b.test": Race(Answer(a=["127.0.0.1"]), NXDOMAIN, 5)}
     t0 = time.monotonic()
     async with DnsServer(zone, host="127.0.0.9") as srv:
         assert srv.address.startswith("127.0.0.9:")
@@ -532,7 +509,8 @@ async def test_tls_ca_bundle(pki, tmp_path):
     path = pki.ca_pem_path(tmp_path)
     assert path.exists() and path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
     ctx = ssl.create_default_context(cafile=str(path))
-    subjects = [dict(x[0] for x in c["subject"]) for c in ctx.get_ca_certs()]
+    # typeshed types every value of the dict as str or nested tuples; "subject" is always the tuples
+    subjects = [dict(x[0] for x in cast(tuple, c["subject"])) for c in ctx.get_ca_certs()]
     assert any(s.get("organizationName") == "Lab CA" for s in subjects)
 
 

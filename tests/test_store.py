@@ -67,7 +67,7 @@ def _as_version_1(tmp_path, fill) -> Path:
                   "tls_handshakes", "http_requests", "control_results"):
         cols = [c.name for c in old[table].columns]
         rows = [dict(zip(cols, r, strict=False)) for r in current.execute(f"select {', '.join(cols)} from {table}").fetchall()]
-        old[table].insert_all(rows)
+        old.table(table).insert_all(rows)
     current.conn.close()
     old.conn.close()
     return old_path
@@ -218,3 +218,13 @@ def test_verdicts_table_arrives_with_migration_3(tmp_path):
     db = store.open_db(tmp_path / "p.db")
     assert "verdicts" in db.table_names()
     assert db["verdicts"].pks == ["measurement_id", "classifier_version"]
+
+
+def test_one_version_order_for_every_reader() -> None:
+    """Releases compare as numbers, a pre-release before its release, and no version
+    string makes the order raise (two orders once disagreed on "1.1.0-rc1")."""
+    versions = ["1.10.0", "1.1.0", "1.9.0", "1.1.0-rc1", "1.1.0-rc2", "2.0", "", "x.y"]
+    ordered = sorted(versions, key=store.version_key)
+    assert ordered.index("1.1.0-rc1") < ordered.index("1.1.0-rc2") < ordered.index("1.1.0")
+    assert ordered.index("1.1.0") < ordered.index("1.9.0") < ordered.index("1.10.0") < ordered.index("2.0")
+    assert max(["1.1.0", "1.1.0-rc1"], key=store.version_key) == "1.1.0"

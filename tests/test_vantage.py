@@ -4,14 +4,14 @@ A local DNS server plays OpenDNS's myip and Team Cymru's IP-to-ASN zones."""
 
 from pathlib import Path
 
-from servers import Answer, DnsServer, Txt
+from servers import Answer, Behaviour, DnsServer, Txt
 
 from probe.measure.plan import plan_new_run
 from probe.measure.url import ProbeConfig
 from probe.measure.vantage import lookup_vantage, parse_asname_txt, parse_origin_txt, reverse_name
 
 NAMES = {"myip": "myip.lab.test", "origin": "origin.lab.test", "origin6": "origin6.lab.test", "asn": "asn.lab.test"}
-ZONE = {
+ZONE: dict[str, Behaviour] = {
     "myip.lab.test": Answer(a=["198.51.100.7"]),
     "7.100.51.198.origin.lab.test": Txt(["6697 | 198.51.100.0/24 | BY | ripencc | 2008-01-01"]),
     "as6697.asn.lab.test": Txt(["6697 | BY | ripencc | 2002-08-20 | BELPAK-AS Beltelecom, BY"]),

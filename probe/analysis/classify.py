@@ -78,6 +78,7 @@ def _classify(m: Measurement, ctx: Context | None) -> Verdict:
                 for e in layers[other].evidence[:1]
             ]
             blocked = None if f.needs_control and not v.has_control else True
+            assert f.verdict is not None  # _is_blocked
             return Verdict(f.verdict, blocked, round(f.blocked * factor, 3), name, f.rule_id,
                            [*f.evidence, *also, *no_control], layers, tags=list(f.tags))
 

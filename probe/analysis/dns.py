@@ -9,6 +9,8 @@ before anything else, and a DNS answer judged by the page its address serves.
 
 from __future__ import annotations
 
+from typing import Any
+
 from probe.analysis.view import NO_RESPONSE, View, family
 from probe.core import failures as F
 from probe.core.verdicts import Evidence, LayerFinding, needs_control
@@ -143,12 +145,12 @@ def _classify_dns(v: View) -> LayerFinding:
     if shared:
         lie = _one_family_lies(v)
         if lie is not None:
-            fam, ips, ref = lie
+            fam, ips, ref_ips = lie
             f = _finding("one_record_type_inconsistent", 0.7, 0, 0.3, "dns.inconsistent",
                          Evidence(f"the local {'A' if fam == 4 else 'AAAA'} answer {', '.join(ips[:4])} shares nothing "
-                                  f"with the control's {', '.join(ref[:4])} and nothing vouches for it (no valid "
+                                  f"with the control's {', '.join(ref_ips[:4])} and nothing vouches for it (no valid "
                                   f"certificate, no shared network), while the other record type matches ({shared[0]})",
-                                  {"family": f"ipv{fam}", "local": ips, "control": ref}))
+                                  {"family": f"ipv{fam}", "local": ips, "control": ref_ips}))
             f.tags = [f"partial:ipv{fam}"]
             return f
         return _finding("answer_matches_ctrl", 0, 0, 0.9, None,
@@ -185,8 +187,8 @@ def _classify_dns(v: View) -> LayerFinding:
                                  f"certificate for {m.hostname}: the answer is genuine"))
     # What does the odd address serve? A blockpage there settles it.
     for h in [*v.local_main, *v.fallbacks]:
-        ip = v.response_ip(h)
-        if ip not in v.local_answers:
+        served_by = v.response_ip(h)
+        if served_by not in v.local_answers:
             continue
         matches = [x for x in v.http_matches(h) if not x.fingerprint.is_false_positive]
         confirming = [x for x in matches if x.fingerprint.confirms]
@@ -195,8 +197,8 @@ def _classify_dns(v: View) -> LayerFinding:
         if confirming:
             x = confirming[0]
             return _finding("answer_serves_blockpage", 0.95, 0, 0.05, "dns.blockpage", differ,
-                            Evidence(f"{ip} serves a blockpage: {x.describe()}",
-                                     {"address": ip, "fingerprint": x.fingerprint.name, "url": h.url}))
+                            Evidence(f"{served_by} serves a blockpage: {x.describe()}",
+                                     {"address": served_by, "fingerprint": x.fingerprint.name, "url": h.url}))
     valid_at_ctrl = [ip for ip in v.local_answers if v.control_ip_info.get(ip, {}).get("valid_for_domain")]
     if valid_at_ctrl:
         return _finding("answer_valid_from_ctrl", 0, 0, 0.95, None,
@@ -204,7 +206,7 @@ def _classify_dns(v: View) -> LayerFinding:
     if not v.reference_answers and not v.control_dns_failed:
         return _finding("no_reference", 0, 0, 0, None,
                         Evidence("no control answer to compare the local answer with"))
-    local_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.local_answers} - {None, 0}
+    local_asns: set[Any] = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.local_answers} - {None, 0}  # JSON
     ctrl_asns = {v.control_ip_info.get(ip, {}).get("asn") for ip in v.reference_answers} - {None, 0}
     if local_asns & ctrl_asns:
         return _finding("answer_asn_matches_ctrl", 0.2, 0, 0.8, None,

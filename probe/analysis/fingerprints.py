@@ -74,8 +74,8 @@ def _required_literal(pattern: str) -> tuple[str | None, bool]:
     literal). Most Censored Planet "regexps" are escaped URLs: matched as literals they
     join the one-pass automaton; the rest run only when their literal is present."""
     try:
-        parsed = re._parser.parse(pattern, re.DOTALL)  # the stdlib's own regex parser
-        literal = re._constants.LITERAL
+        parsed = re._parser.parse(pattern, re.DOTALL)  # type: ignore[attr-defined]  # the stdlib's own regex parser, not in typeshed
+        literal = re._constants.LITERAL  # type: ignore[attr-defined]  # private, not in typeshed
     except Exception:
         return None, False
     if parsed.state.flags & re.IGNORECASE:
@@ -252,8 +252,8 @@ def parse_rows(rows: list[dict[str, str]], origin: str) -> list[Fingerprint]:
 def load_fingerprints(path: str | Path | None = None) -> FingerprintDB:
     """The shipped list, or another file with the same columns."""
     if path is None:
-        with resources.files("probe.analysis").joinpath("fingerprints.csv").open("r", encoding="utf-8", newline="") as fh:
-            text = fh.read()
+        # bytes decoded as a whole: the same text as open(encoding="utf-8", newline=""), no newline translation
+        text = resources.files("probe.analysis").joinpath("fingerprints.csv").read_bytes().decode("utf-8")
         origin = "fingerprints.csv"
     else:
         try:

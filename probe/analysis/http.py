@@ -292,6 +292,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
         verdict, score, rule, why = hop_failure(v, final, failure)
         ev = [local, *why]
         if v.control_http_ok:
+            assert v.control_final is not None  # control_http_ok
             return _f(rule, score, 1 - score, 0, verdict, *ev,
                       Evidence(f"the control gets {v.control_final.status} {v.control_final.title or ''}".rstrip()))
         return needs_control(_f("failure_no_ctrl", 0.5, 0.5, 0, verdict, *ev))
@@ -311,6 +312,7 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
                       Evidence("the control's request failed, but the page loads here"))
         return _f("response_no_ctrl", 0, 0, 0.5, None, got)
 
+    assert ctrl is not None  # control_http_ok
     cmp = compare(final, ctrl)
     local_site, ctrl_site = site_of(URL(final.url).host), site_of(URL(ctrl.url).host)
     if local_site != ctrl_site and local_site != site_of(m.hostname):

@@ -71,7 +71,8 @@ def _one_family_blocked(v: View, conns: list) -> LayerFinding | None:
         ev = Evidence(f"every IPv{fam} connect to port {v.m.port} failed ({', '.join(failures)}) on {', '.join(ips[:4])}, "
                       f"while IPv{10 - fam} works ({other_ok[0].ip})",
                       {"family": f"ipv{fam}", "failures": failures, "addresses": ips, "working": other_ok[0].ip})
-        ctrl_fam = [c for c in (v.m.control.tcp if v.has_control else []) if family(c.ip) == fam and c.port == v.m.port]
+        ctrl_fam = [c for c in (v.m.control.tcp if v.m.control is not None and v.has_control else [])
+                    if family(c.ip) == fam and c.port == v.m.port]
         tag = [f"partial:ipv{fam}"]
         if any(c.success for c in ctrl_fam):
             score = 0.75 if main == F.GENERIC_TIMEOUT else 0.85

@@ -202,6 +202,7 @@ class View:
     def control_answers(self) -> set[str]:
         if not self.has_control:
             return set()
+        assert self.m.control is not None  # has_control
         return {ip for q in self.m.control.dns for ip in q.addresses()}
 
     @cached_property
@@ -224,6 +225,7 @@ class View:
     def control_tls(self, port: int) -> list[TlsHandshake]:
         if not self.has_control:
             return []
+        assert self.m.control is not None  # has_control
         return [t for t in self.m.control.tls if t.port == port and t.sni_role == "target"]
 
     @cached_property
@@ -235,6 +237,7 @@ class View:
     def control_tcp_ok(self, port: int) -> bool:
         if not self.has_control:
             return False
+        assert self.m.control is not None  # has_control
         return any(c.success for c in self.m.control.tcp if c.port == port) or (
             self.control_final is not None and self.control_final.status is not None
         )
@@ -243,6 +246,7 @@ class View:
     def control_main(self) -> list[HttpRequest]:
         if not self.has_control:
             return []
+        assert self.m.control is not None  # has_control
         return [h for h in self.m.control.http if h.kind == "main"]
 
     @cached_property

@@ -27,9 +27,11 @@ def fail(message: object, code: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(code)
 
 
-def open_db_or_fail(path: Path, create: bool = True):
+def open_db_or_fail(path: Path, create: bool = True, readonly: bool = False):
+    """The database, or one line and exit 2. ``readonly`` for commands that only read:
+    they work on a database on a read-only disk too."""
     try:
-        return store.open_db(path, create=create)
+        return store.open_db(path, create=create, readonly=readonly)
     except StoreError as exc:
         fail(str(exc))
 

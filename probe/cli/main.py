@@ -6,10 +6,15 @@ vanish from `probe --help`. The CLI is the one layer that sees every other one.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+from typing import Any
+
 import click
 
-from probe import __version__
+from probe import __version__, store
 from probe.cli.analysis import analyze_cmd, fingerprints_group
+from probe.cli.common import fail
 from probe.cli.config import config_group
 from probe.cli.control import control_group
 from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
@@ -19,7 +24,25 @@ from probe.cli.show import show
 from probe.cli.targets import targets_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ProbeGroup(click.Group):
+    """The root group: a storage failure that reaches it (the database went read-only,
+    the disk filled up, another program held the lock) ends in one line and exit code
+    2 whichever command met it; each command says more where it knows more."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except store.StoreError as exc:
+            fail(str(exc))
+        except sqlite3.Error as exc:
+            fail(str(store.translate(exc, "the database")))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+                fail(f"{exc.filename or 'a file'}: {exc.strerror}")
+            raise
+
+
+@click.group(cls=ProbeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="probe")
 def main() -> None:
     """Measure whether, and exactly how, websites are blocked from your network.

@@ -87,7 +87,7 @@ def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> N
     Observations only: OONI's verdict keys (blocking, accessible, ...) are null.
     """
     try:
-        db = store.open_db(db_path, create=False)
+        db = store.open_db(db_path, readonly=True)
     except StoreError as exc:
         fail(exc)
     to_stdout = output is None or str(output) == "-"
@@ -97,6 +97,7 @@ def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> N
         if to_stdout:
             count = export_ooni(db, sys.stdout, run_id=run_id)
         else:
+            assert output is not None  # not to_stdout
             with output.open("w", encoding="utf-8", newline="\n") as fh:
                 count = export_ooni(db, fh, run_id=run_id)
     except OoniExportError as exc:

@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -90,7 +91,7 @@ class RichReporter(PlainReporter):
             console=self.console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def started(self, total: int, already_done: int) -> None:
         self.total, self.done = total, already_done
@@ -105,6 +106,7 @@ class RichReporter(PlainReporter):
             self.progress.console.print(f"[red]anomaly[/red] {m.url}  {short_failures(m)}")
         t = self.progress.tasks[0]
         rate = f"{t.speed:.1f}/s" if t.speed else ""
+        assert self.task is not None  # started() comes first
         self.progress.update(self.task, advance=1, anomalies=self.anomalies, rate=rate)
 
     def cancelled(self, url: str) -> None:

@@ -35,7 +35,7 @@ def open_databases(paths: Sequence[Path]) -> list[sqlite_utils.Database]:
     dbs = []
     try:
         for path in dict.fromkeys(paths):  # the same --db twice is one database
-            dbs.append(store.open_db(path, create=False))
+            dbs.append(store.open_db(path, readonly=True))
     except StoreError as exc:
         close_all(dbs)
         raise ReportError(str(exc)) from None

@@ -8,8 +8,10 @@ Ctrl-C stops cleanly (exit 130) and says how to resume.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -25,6 +27,7 @@ from probe.cli.common import (
     resolver_option,
 )
 from probe.core.addresses import format_hostport, is_ip, split_hostport
+from probe.measure.control import HelperInfo
 from probe.measure.dns import system_resolvers
 from probe.measure.plan import (
     DEFAULT_DOH,
@@ -122,12 +125,15 @@ def run(
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
     runtime = parse_or_fail(max_runtime)
+    # --max-runtime counts from now: loading the list and the checks before measuring
+    # are part of the time a volunteer (or a schedule) gave the run.
+    deadline = time.monotonic() + runtime if runtime else None
     if no_control and control_urls:
         fail("--control and --no-control contradict each other")
     if resume:
         if targets_path is not None or list_only:
             fail("--resume continues a stored run; it takes no --targets or --list")
-        _resume(db_path, run_id, list(control_urls), no_control, concurrency, runtime, json_logs, no_portal_check)
+        _resume(db_path, run_id, list(control_urls), no_control, concurrency, deadline, json_logs, no_portal_check)
         return
 
     path = targets_path or DEFAULT_TARGETS
@@ -165,6 +171,7 @@ def run(
     if not no_dns_sink:
         config.dns_sink = _sink_address(dns_sink, controls[0] if controls else None)
     db = open_db_or_fail(db_path)
+    lock = _hold_run_lock(db_path)  # noqa: F841 - held until the command ends
     try:
         plan = asyncio.run(
             plan_new_run(
@@ -191,7 +198,7 @@ def run(
     else:
         click.echo(text, err=True)
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
-    _execute(db, db_path, plan.run, plan.config, plan.controls, concurrency, runtime, json_logs)
+    _execute(db, db_path, plan.run, plan.config, plan.controls, concurrency, deadline, json_logs)
 
 
 def _control_sources(cli: tuple[str, ...], no_control: bool, targets: Path) -> tuple[list[str], str | None]:
@@ -259,6 +266,37 @@ def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
     return format_hostport(str(infos[0][4][0]), 53) if infos else None
 
 
+def _hold_run_lock(db_path: Path) -> contextlib.ExitStack:
+    """The database's run lock, held as long as the returned stack is referenced (the
+    whole command): a second run on the same database stops at once, naming the first."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(store.run_lock(db_path))
+    except store.StoreError as exc:
+        fail(str(exc))
+    return stack
+
+
+def _time_left(deadline: float | None) -> float | None:
+    """Seconds to the --max-runtime deadline (a moment at least, so that a run whose
+    time went into loading stops at once, saying what is left)."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+def _storage_stopped(db, summary, resume_hint: str) -> None:
+    """The database refused a write: stop in one line with what is safe, what is left,
+    and (for a full disk) how much room to make before resuming."""
+    stored = f"{summary.measured} measured in this run are stored and safe, {summary.not_measured} targets are left"
+    if summary.disk_full:
+        need = store.space_needed(db, summary.not_measured)
+        fail(f"{summary.storage_error}: {stored}; free about {_megabytes(need)} there, then: {resume_hint}")
+    fail(f"{summary.storage_error}: {stored}; then: {resume_hint}")
+
+
+def _megabytes(n: int) -> str:
+    return f"{max(1, round(n / 1_000_000))} MB"
+
+
 def parse_or_fail(max_runtime: str | None) -> float | None:
     if max_runtime is None:
         return None
@@ -286,10 +324,11 @@ def _print_list(targets, json_logs: bool) -> None:
 
 
 def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, concurrency: int,
-            runtime: float | None, json_logs: bool, no_portal_check: bool = False) -> None:
+            deadline: float | None, json_logs: bool, no_portal_check: bool = False) -> None:
     if not db_path.exists():
         fail(f"{db_path}: no such database; nothing to resume")
     db = open_db_or_fail(db_path, create=False)
+    lock = _hold_run_lock(db_path)  # noqa: F841 - held until the command ends
     try:
         run_row = resume_plan(db, run_id)
     except NothingToResume as exc:
@@ -307,7 +346,7 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
             fail(str(exc))
     urls = [] if no_control else (control_urls or config.controls
                                   or ([run_row["control_url"]] if run_row["control_url"] else []))
-    controls = []
+    controls: list[HelperInfo] = []
     if urls:
         from probe.measure.plan import check_controls, unreachable_message
 
@@ -321,15 +360,16 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
     else:
         click.echo(msg, err=True)
     store.set_run_status(db, run_row["run_id"], "running", finished=False)
-    _execute(db, db_path, run_row, config, controls, concurrency, runtime, json_logs)
+    _execute(db, db_path, run_row, config, controls, concurrency, deadline, json_logs)
 
 
 def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: list,
-             concurrency: int, runtime: float | None, json_logs: bool) -> None:
+             concurrency: int, deadline: float | None, json_logs: bool) -> None:
     from probe.analysis.hints import quick_anomaly
     from probe.cli.progress import JsonReporter, PlainReporter, RichReporter
-    from probe.measure.runner import run_targets
+    from probe.measure.runner import Reporter, run_targets
 
+    reporter: Reporter
     if json_logs:
         reporter = JsonReporter(quick_anomaly)
     elif sys.stderr.isatty():
@@ -351,7 +391,7 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         while True:
             row = run_row
             summary = await run_targets(db, row["run_id"], config, control=control, concurrency=concurrency,
-                                        reporter=reporter, max_runtime=runtime)
+                                        reporter=reporter, max_runtime=_time_left(deadline))
             summaries.append(summary)
             if summary.status != "network_changed":
                 return summaries
@@ -388,6 +428,8 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     resume_hint = f"probe run --resume --db {db_path}"
+    if summaries[-1].storage_error:
+        _storage_stopped(db, summaries[-1], resume_hint)
     for summary in summaries:
         if not json_logs:
             line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"

@@ -22,7 +22,7 @@ def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> N
     """List runs, or show the raw evidence of one URL (its latest measurement) or measurement id."""
     if not db_path.exists():
         fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
-    db = open_db_or_fail(db_path, create=False)
+    db = open_db_or_fail(db_path, create=False, readonly=True)
     console = Console()
     if ref is None:
         runs = store.list_runs(db)
@@ -39,6 +39,7 @@ def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> N
     if mid is None:
         fail(f"no measurement of {ref!r} in {db_path}")
     m = store.read_measurement(db, mid)
+    assert m is not None  # the id was just found
     if as_json:
         for side in ("local", "control"):
             for h in m[side]["http"]:

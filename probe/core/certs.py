@@ -9,7 +9,6 @@ import base64
 import hashlib
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from probe.core.records import Certificate
 
@@ -24,7 +23,7 @@ def describe_certificate(der: bytes) -> Certificate:
         return Certificate("unparseable", "unparseable", [], "", "", "", fp, b64)
     sans: list[str] = []
     try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         sans = [str(n) for n in ext.value.get_values_for_type(x509.DNSName)]
         sans += [str(n) for n in ext.value.get_values_for_type(x509.IPAddress)]
     except (x509.ExtensionNotFound, ValueError):

@@ -122,7 +122,7 @@ _ERRNO: dict[int, str] = {
     errno.ETIMEDOUT: GENERIC_TIMEOUT,
 }
 
-_GAI: dict[int, str] = {
+_GAI: dict[int | None, str] = {  # looked up by gaierror.errno, which may be None (never found)
     socket.EAI_NONAME: DNS_NXDOMAIN,
     socket.EAI_FAIL: DNS_SERVFAIL,
     socket.EAI_AGAIN: DNS_TEMPORARY_FAILURE,

@@ -70,7 +70,7 @@ class Budget:
 @dataclass(eq=False)
 class _Conn:
     key: str
-    transport: asyncio.BaseTransport
+    transport: asyncio.Transport
     opened_at: float
     in_request: int = 0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -95,7 +95,7 @@ class ConnectionGuard:
 
     # --- the connection's life -----------------------------------------------------
 
-    def admit(self, transport: asyncio.BaseTransport) -> bool:
+    def admit(self, transport: asyncio.Transport) -> bool:
         peer = transport.get_extra_info("peername")
         key = client_key(str(peer[0]) if peer else None)
         proxy = self.config.behind_proxy and is_loopback(str(peer[0]) if peer else None)
@@ -166,7 +166,7 @@ class ConnectionGuard:
         oldest.transport.abort()
         return True
 
-    def _refuse(self, transport: asyncio.BaseTransport) -> bool:
+    def _refuse(self, transport: asyncio.Transport) -> bool:
         self.refused += 1
         transport.abort()
         return False
@@ -187,6 +187,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a stream server's connection (TCP or TLS)
         self.transport = transport
         self.admitted = self.guard.admit(transport)
         if self.admitted:

@@ -43,7 +43,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from yarl import URL
@@ -213,7 +213,9 @@ async def measure_for_control(
     dns_queries = await run_dns(hostname, dns_config, None, [])
 
     if is_ip(hostname):
-        own = [_canonical(hostname)]
+        literal = _canonical(hostname)
+        assert literal is not None  # is_ip
+        own = [literal]
         own_all = list(own)
     else:
         own = dnsstep.collect_addresses(dns_queries, pc.per_family)
@@ -515,7 +517,17 @@ class _Limits:
 CONFIG_KEY = web.AppKey("helper_config", HelperConfig)
 CONTEXTS_KEY = web.AppKey("helper_contexts", Contexts)
 LIMITS_KEY = web.AppKey("helper_limits", _Limits)
-GUARD_KEY = web.AppKey("helper_guard", object)  # probe.helper.server.ConnectionGuard, when served guarded
+
+
+class RequestWatcher(Protocol):
+    """What the app tells of each request: probe.helper.server.ConnectionGuard, when served guarded."""
+
+    def request_started(self, transport: asyncio.BaseTransport | None) -> None: ...
+
+    def request_finished(self, transport: asyncio.BaseTransport | None) -> None: ...
+
+
+GUARD_KEY = web.AppKey[RequestWatcher]("helper_guard")
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None,
@@ -667,7 +679,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers["Server"] = SERVER_HEADER
 
 
-def make_app(config: HelperConfig, *, guard: object | None = None,
+def make_app(config: HelperConfig, *, guard: RequestWatcher | None = None,
              measurement_slots: int | None = None) -> web.Application:
     """The helper as an aiohttp application. Serve it with ``probe.helper.server``
     (which guards connections) on the internet; a bare AppRunner does for tests."""

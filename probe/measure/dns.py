@@ -104,7 +104,7 @@ class _UdpCollector(asyncio.DatagramProtocol):
         self.error: Exception | None = None
         self.loop = asyncio.get_running_loop()
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.replies.put_nowait((data, format_hostport(addr[0], addr[1]), self.loop.time()))
 
     def error_received(self, exc: Exception) -> None:

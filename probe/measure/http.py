@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -33,6 +33,9 @@ from probe.measure.tls import (
     verification_error,
     verify_chain,
 )
+
+if TYPE_CHECKING:
+    from aiohttp.abc import ResolveResult
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
@@ -65,7 +68,7 @@ class PinnedResolver(AbstractResolver):
         self.pinned = {k.lower(): v for k, v in pinned.items()}
         self.guard = guard
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
         ips = self.pinned.get(host.lower().rstrip("."))
         if ips is None:
             loop = asyncio.get_running_loop()
@@ -166,7 +169,7 @@ class _PeerRecordingConnector(aiohttp.TCPConnector):
         super().__init__(*args, **kwargs)
         self._clock = clock
 
-    async def _wrap_create_connection(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any):
         transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
         protocol._probe_peer = transport.get_extra_info("peername")  # type: ignore[attr-defined]
         obj = transport.get_extra_info("ssl_object")
@@ -176,6 +179,7 @@ class _PeerRecordingConnector(aiohttp.TCPConnector):
             failure = verify_chain(presented_ders(obj), str(name), self._clock.now(), self._clock.roots)
             if failure is not None:
                 transport.close()
+                assert req is not None  # aiohttp always passes req= (a required keyword of _wrap_create_connection)
                 raise aiohttp.ClientConnectorCertificateError(req.connection_key, verification_error(failure))
         return transport, protocol
 

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import re
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ async def plan_new_run(
     vantage_task = asyncio.ensure_future(lookup_fn()) if lookup and not (cc and asn) else None
     controls: list[HelperInfo] = []
     try:
-        checks = [check_controls(control_urls, config.ca_file)]
+        checks: list[Coroutine[Any, Any, Any]] = [check_controls(control_urls, config.ca_file)]  # then refuse_portal's None
         if portal_check:  # at the same time, and it speaks first: behind a portal the helper fails too
             checks.append(refuse_portal(config))
         (controls, problems), *_ = await asyncio.gather(*checks)

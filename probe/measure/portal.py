@@ -19,7 +19,9 @@ import asyncio
 import dataclasses
 import hashlib
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from yarl import URL
 
@@ -89,7 +91,8 @@ async def check_portal(config: ProbeConfig, contexts: Contexts | None = None,
     cfg = dataclasses.replace(config, doh_url=None, dns_late_window=0.0, dns_sink=None)
     contexts = contexts or Contexts.for_config(cfg)
     names = [f"bynet-{secrets.token_hex(6)}.{parent}" for parent in random_parents]
-    jobs = [_ask(url, status, marker, cfg, contexts) for url, status, marker in probes]
+    # the answers of _ask, then the addresses of _resolve: one gather for both
+    jobs: list[Coroutine[Any, Any, Any]] = [_ask(url, status, marker, cfg, contexts) for url, status, marker in probes]
     jobs += [_resolve(n, cfg) for n in names]
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):

@@ -45,6 +45,8 @@ class RunSummary:
     network_change: list[str] = field(default_factory=list)  # what changed (words), when the run stopped for it
     marked: int = 0  # measurements in flight while the network changed
     lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
+    storage_error: str | None = None  # the database refused a write (full disk, ...): the run stopped there
+    disk_full: bool = False
 
 
 async def run_targets(
@@ -91,7 +93,7 @@ async def run_targets(
             await asyncio.sleep(WATCH_INTERVAL)
             network_moved()
 
-    handlers: list[int] = []
+    handlers: list[signal.Signals] = []
     if install_signal_handlers:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -124,14 +126,20 @@ async def run_targets(
                 return
             finally:
                 in_flight.pop(task, None)
-            store.save_measurement(db, run_id, m)
+            try:
+                store.save_measurement(db, run_id, m)
+            except store.StoreError as exc:
+                # What is stored is safe; this target stays pending, for --resume.
+                summary.storage_error, summary.disk_full = str(exc), isinstance(exc, store.StoreFull)
+                request_stop("interrupted")
+                return
             summary.measured += 1
             reporter.measured(m)
 
     watcher = asyncio.ensure_future(watching())
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-        if control is not None and not stop.is_set():
+        if control is not None and not stop.is_set() and summary.storage_error is None:
             left = max_runtime - (loop.time() - t0) if max_runtime else None
             budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
             await retry_lost_controls(db, run_id, control, budget, summary)
@@ -141,14 +149,20 @@ async def run_targets(
             timer.cancel()
         for sig in handlers:
             loop.remove_signal_handler(sig)
-    if summary.cancelled_urls:
-        store.mark_not_measured(db, run_id, summary.cancelled_urls)
-    left = store.count_targets(db, run_id)
-    summary.not_measured = left["pending"] + left["not_measured"]
+    try:
+        if summary.cancelled_urls:
+            store.mark_not_measured(db, run_id, summary.cancelled_urls)
+    except store.StoreError as exc:  # they stay pending: --resume measures them all the same
+        summary.storage_error = summary.storage_error or str(exc)
+    counts = store.count_targets(db, run_id)
+    summary.not_measured = counts["pending"] + counts["not_measured"]
     if summary.status == "finished" and summary.not_measured:
         summary.status = "interrupted"
     if summary.status != "network_changed":  # that run is split by the caller
-        store.set_run_status(db, run_id, summary.status)
+        try:
+            store.set_run_status(db, run_id, summary.status)
+        except store.StoreError as exc:  # left 'running': --resume finds it as unfinished
+            summary.storage_error = summary.storage_error or str(exc)
     if control is not None:
         summary.lost_controls = Counter(r["reason"] or "unknown" for r in store.lost_controls(db, run_id))
     summary.elapsed_s = round(loop.time() - t0, 3)
@@ -183,7 +197,12 @@ async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: C
 
     async def one(row: dict) -> None:
         result = await control.measure(row["url"], json.loads(row["addresses"] or "[]"))
-        store.replace_control(db, row["measurement_id"], result)
+        try:
+            store.replace_control(db, row["measurement_id"], result)
+        except store.StoreError as exc:  # the first (failed) answer stays; the run is safe
+            summary.storage_error = summary.storage_error or str(exc)
+            summary.disk_full = summary.disk_full or isinstance(exc, store.StoreFull)
+            return
         if result.failure is None:
             summary.controls_recovered += 1
 

@@ -129,6 +129,7 @@ def verify_chain(ders: list[bytes], server_name: str, at: datetime, roots: list[
         chain = [x509.load_der_x509_certificate(d) for d in ders]
     except ValueError:
         return F.SSL_INVALID_CERTIFICATE
+    name: xv.Subject
     try:
         name = xv.IPAddress(ipaddress.ip_address(server_name.strip("[]")))
     except ValueError:
@@ -155,7 +156,7 @@ def verification_error(failure: str) -> ssl.SSLCertVerificationError:
     """An OpenSSL-like error for a failure found by ``verify_chain`` (for aiohttp)."""
     code = {F.SSL_INVALID_HOSTNAME: 62, F.SSL_UNKNOWN_AUTHORITY: 20}.get(failure, 10)
     exc = ssl.SSLCertVerificationError(1, f"certificate verify failed at the control's time: {failure}")
-    exc.verify_code = code  # type: ignore[attr-defined]
+    exc.verify_code = code
     return exc
 
 

@@ -157,6 +157,7 @@ async def run_dns(hostname: str, config: ProbeConfig, session, late_tasks: list[
 async def _sink_query(hostname: str, config: ProbeConfig):
     # An injected reply comes within a round trip to the injector: the sink is listened
     # to as long as second replies are (--dns-wait), overlapping the other steps.
+    assert config.dns_sink is not None  # only started with a sink
     q = await dnsstep.resolve_udp(hostname, "A", config.dns_sink,
                                   timeout=min(config.dns_timeout, config.dns_late_window))
     q.engine = "sink"

@@ -147,7 +147,7 @@ _NOT_CARRIED = {"query_id", "request_id", "answers", "extra_replies", "peer_cert
 _SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
 
-def _type_ok(annotation: str, value: Any) -> bool:
+def _type_ok(annotation: object, value: Any) -> bool:
     """Whether a tag's JSON value fits the dataclass field's annotation ("int | None",
     "list[list[str]]", ...): tags come from files, and rows must stay well-formed."""
     for part in str(annotation).split("|"):
@@ -189,7 +189,7 @@ def read_tags(entry: dict) -> dict[str, Any]:
             if sep:
                 try:
                     out[name] = json.loads(value)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deep
                     pass
     return out
 
@@ -203,4 +203,5 @@ def apply(rec: Any, values: dict[str, Any]) -> Any:
     return rec
 
 
-MEASUREMENT_FIELDS = ("hostname", "scheme", "port", "started_at", "finished_at", "duration_ms", "category", "addresses")
+MEASUREMENT_FIELDS = ("hostname", "scheme", "port", "started_at", "finished_at", "duration_ms", "category", "addresses",
+                      "network_epoch", "network_changed")

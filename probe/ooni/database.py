@@ -3,6 +3,7 @@ store is the one place that writes SQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -64,11 +65,42 @@ def _convert(doc: Any, where: str, source: str) -> tuple[Measurement, dict]:
     if isinstance(doc, OoniFormatError):
         raise doc
     try:
-        return ooni_to_measurement(doc, fallback_key=f"{source}:{where}")
+        m, meta = ooni_to_measurement(doc, fallback_key=f"{source}:{where}")
     except OoniFormatError:
         raise
     except Exception as exc:  # malformed data deep inside: an error of this line only
         raise OoniFormatError(f"malformed measurement ({type(exc).__name__}: {exc})") from None
+    _check_storable(m)
+    return m, meta
+
+
+_SQLITE_INT = range(-(2**63), 2**63)
+
+
+def _check_storable(m: Measurement) -> None:
+    """OoniFormatError for a value no row can hold: an integer beyond SQLite's 64 bits
+    (a port of 2**70), or text with a lone surrogate (JSON's "\\ud800"). Checked before
+    any row is written, so that such a line is an error like any other bad line."""
+    stack: list[tuple[Any, bool]] = [(m, False)]  # (value, inside control.raw: stored as JSON text)
+    while stack:
+        value, in_raw = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise OoniFormatError(f"malformed measurement (not Unicode text: {value[:40]!r})") from None
+        elif isinstance(value, bool) or value is None or isinstance(value, (float, bytes)):
+            continue
+        elif isinstance(value, int):
+            if not in_raw and value not in _SQLITE_INT:
+                raise OoniFormatError(f"malformed measurement (integer of {value.bit_length()} bits)")
+        elif isinstance(value, dict):
+            stack.extend((x, in_raw) for pair in value.items() for x in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((x, in_raw) for x in value)
+        elif dataclasses.is_dataclass(value):
+            stack.extend((getattr(value, f.name), in_raw or f.name == "raw") for f in dataclasses.fields(value))
 
 
 def _run_id(meta: dict, source: str) -> str:

@@ -65,6 +65,8 @@ def _answers_from_ooni(answers: Any) -> list[DnsAnswer]:
         if not isinstance(a, dict):
             continue
         kind = a.get("answer_type")
+        if not isinstance(kind, str):
+            continue
         value = {"A": a.get("ipv4"), "AAAA": a.get("ipv6"), "CNAME": a.get("hostname")}.get(kind)
         if not isinstance(value, str) or not value:
             continue
@@ -73,6 +75,11 @@ def _answers_from_ooni(answers: Any) -> list[DnsAnswer]:
         ttl = a.get("ttl")
         out.append(DnsAnswer(kind, value, ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None))
     return out
+
+
+def _as_dict(value: Any) -> dict:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _resolver(q: dict, engine: str) -> str | None:
@@ -155,7 +162,7 @@ def _match_duplicate(dup: dict, entries: list[dict]) -> int | None:
 
 
 def tcp_from_ooni(c: dict, ctx: Ctx) -> TcpConnect:
-    status = c.get("status") if isinstance(c.get("status"), dict) else {}
+    status = _as_dict(c.get("status"))
     started_at, duration_ms = ctx.times(c)
     rec = TcpConnect(
         ip=str(c.get("ip") or ""),
@@ -218,8 +225,8 @@ def _body_from_ooni(body: Any) -> bytes | None:
 
 
 def _http_from_ooni(r: dict, ctx: Ctx, hop: int, kind: str = "main") -> HttpRequest:
-    request = r.get("request") if isinstance(r.get("request"), dict) else {}
-    response = r.get("response") if isinstance(r.get("response"), dict) else {}
+    request = _as_dict(r.get("request"))
+    response = _as_dict(r.get("response"))
     started_at, duration_ms = ctx.times(r)
     code = response.get("code")
     status = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
@@ -314,7 +321,7 @@ def _split_document(doc: Any) -> tuple[dict, dict]:
 def _input_url(top: dict, tk: dict) -> str:
     """The measured URL: ``input``; for test_keys alone, what was asked of the control,
     or the first request."""
-    control_request = tk.get("x_control_request") if isinstance(tk.get("x_control_request"), dict) else {}
+    control_request = _as_dict(tk.get("x_control_request"))
     requests = tk.get("requests") if isinstance(tk.get("requests"), list) else []
     first = requests[-1].get("request", {}).get("url") if requests and isinstance(requests[-1], dict) else None
     for candidate in (top.get("input"), tk.get("input"), control_request.get("http_request"), first):
@@ -407,6 +414,15 @@ def ooni_to_measurement(doc: dict, *, fallback_key: str | None = None) -> tuple[
     so that importing it again gives the same measurement id. Raises OoniFormatError
     (NotWebConnectivity for another test's measurement).
     """
+    try:
+        return _to_measurement(doc, fallback_key)
+    except OoniFormatError:
+        raise
+    except Exception as exc:  # malformed data deep inside (a list where an object belongs, ...)
+        raise OoniFormatError(f"malformed measurement ({type(exc).__name__}: {exc})") from None
+
+
+def _to_measurement(doc: Any, fallback_key: str | None) -> tuple[Measurement, dict]:
     top, tk = _split_document(doc)
     url = _input_url(top, tk)
     try:
@@ -435,9 +451,9 @@ def ooni_to_measurement(doc: dict, *, fallback_key: str | None = None) -> tuple[
     m.addresses = _addresses(m.dns, m.tcp, url, hostname)
     apply(m, {k: v for k, v in ours.items() if k in MEASUREMENT_FIELDS})
 
-    helpers = top.get("test_helpers") if isinstance(top.get("test_helpers"), dict) else {}
-    backend = helpers.get("backend") if isinstance(helpers.get("backend"), dict) else {}
-    control_url = backend.get("address") if isinstance(backend.get("address"), str) else "ooni-test-helper"
+    backend = _as_dict(_as_dict(top.get("test_helpers")).get("backend"))
+    address = backend.get("address")
+    control_url = address if isinstance(address, str) else "ooni-test-helper"
     th_ns = tk.get("x_th_runtime")
     th_ms = round(th_ns / 1_000_000, 3) if isinstance(th_ns, (int, float)) and not isinstance(th_ns, bool) else 0.0
     control_fields = {k[len("control_"):]: v for k, v in ours.items() if k.startswith("control_")}

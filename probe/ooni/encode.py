@@ -66,12 +66,12 @@ def _tagged(entry: dict, ours: Any, back: Any) -> dict:
     return entry
 
 
-def _dns_to_ooni(q: DnsQuery, ctx: Ctx, tid: int) -> tuple[dict, list[dict]]:
-    t0, t = ctx.offsets(q.started_at, q.duration_ms)
-    entry = {
-        "answers": _answers_to_ooni(q.answers) or None,
+def _dns_entry(q: DnsQuery, answers: list[DnsAnswer], failure: str | None, t0: float, t: float, tid: int) -> dict:
+    """One OONI query entry: the query itself, or one more reply to it (a duplicate)."""
+    return {
+        "answers": _answers_to_ooni(answers) or None,
         "engine": q.engine,
-        "failure": failure_to_ooni(q.failure),
+        "failure": failure_to_ooni(failure),
         "hostname": q.hostname,
         "query_type": q.query_type,
         "resolver_hostname": None,
@@ -82,25 +82,17 @@ def _dns_to_ooni(q: DnsQuery, ctx: Ctx, tid: int) -> tuple[dict, list[dict]]:
         "tags": [],
         "transaction_id": tid,
     }
-    back = dns_from_ooni(entry, ctx)
-    _tagged(entry, q, back)
+
+
+def _dns_to_ooni(q: DnsQuery, ctx: Ctx, tid: int) -> tuple[dict, list[dict]]:
+    t0, t = ctx.offsets(q.started_at, q.duration_ms)
+    entry = _dns_entry(q, q.answers, q.failure, t0, t, tid)
+    _tagged(entry, q, dns_from_ooni(entry, ctx))
     duplicates = []
     for reply in q.extra_replies:
-        answers = reply.answers
-        dup = {
-            "answers": _answers_to_ooni(answers) or None,
-            "engine": q.engine,
-            "failure": failure_to_ooni(failure_from_rcode(reply.rcode, q.query_type, answers)),
-            "hostname": q.hostname,
-            "query_type": q.query_type,
-            "resolver_hostname": None,
-            "resolver_port": None,
-            "resolver_address": q.resolver or "",
-            "t0": t0,
-            "t": (round(t0 * 1_000_000) + round(reply.delay_ms * 1000)) / 1_000_000,
-            "tags": [],
-            "transaction_id": tid,
-        }
+        failure = failure_from_rcode(reply.rcode, q.query_type, reply.answers)
+        late = (round(t0 * 1_000_000) + round(reply.delay_ms * 1000)) / 1_000_000
+        dup = _dns_entry(q, reply.answers, failure, t0, late, tid)
         duplicates.append(_tagged(dup, reply, reply_from_ooni(dup, q, entry, ctx)))
     return entry, duplicates
 
@@ -334,7 +326,7 @@ def measurement_to_ooni(m: Measurement, run: dict) -> dict:
     }
     # What an import would infer at the measurement and control level, and what differs.
     back, _ = ooni_to_measurement(doc)
-    ann = {"measurement_id": m.measurement_id}
+    ann: dict[str, Any] = {"measurement_id": m.measurement_id}
     if run.get("run_id"):
         ann["run_id"] = run["run_id"]
     ann.update(differences(m, back, MEASUREMENT_FIELDS))

@@ -75,7 +75,7 @@ def documents(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
     try:
         json.loads(first)
         jsonl = True
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for json
         # a broken first record of a JSONL file, not a pretty-printed document or list
         jsonl = first.lstrip().startswith("{") and len(content) == 2 and buffered[content[1]].lstrip().startswith("{")
     if jsonl:
@@ -85,14 +85,14 @@ def documents(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
                 continue
             try:
                 yield f"line {n}", json.loads(stripped)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 yield f"line {n}", OoniFormatError(f"not valid JSON ({getattr(exc, 'msg', exc)})")
         return
     text = "".join("\n" if ln.lstrip().startswith("//") else ln for ln in [*buffered, *lines])
     start = f"line {content[0] + 1}"
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else start
         yield where, OoniFormatError(f"not valid JSON ({getattr(exc, 'msg', exc)})")
         return

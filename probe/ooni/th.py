@@ -44,8 +44,11 @@ _NAMESPACE = uuid.UUID("9c1f3f55-4d0c-4a3e-9d0e-5a1f0b5b0c11")
 class RecordContext(Protocol):
     """Where test-helper records belong: the measured host and URL, and stable ids."""
 
-    hostname: str
-    url: str
+    @property
+    def hostname(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
 
     def id(self, *parts: object) -> str: ...
 

@@ -110,7 +110,7 @@ def _latest_key(row: Row) -> tuple:
 
 def is_blocked(verdict: str | None) -> bool:
     """A verdict of the blocked kind (whether or not this measurement could tell)."""
-    return bool(verdict) and VERDICTS.get(verdict, (False, ""))[0]
+    return bool(verdict and VERDICTS.get(verdict, (False, ""))[0])
 
 
 def blocked_word(blocked: bool | None) -> str:

@@ -12,6 +12,7 @@ The store is the only code that knows the schema or writes SQL: every other laye
 calls the functions re-exported here.
 """
 
+from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
     connects_by_family,
@@ -26,6 +27,7 @@ from probe.store.observations import (
     read_measurement,
     replace_control,
     save_measurement,
+    space_needed,
 )
 from probe.store.runs import (
     RunTarget,
@@ -45,11 +47,17 @@ from probe.store.runs import (
 )
 from probe.store.schema import (
     SCHEMA_VERSION,
+    StoreBusy,
     StoreError,
+    StoreFull,
+    StoreReadOnly,
     close,
     db_file,
+    free_bytes,
     open_db,
     schema_version,
+    translate,
+    writing,
 )
 from probe.store.verdicts import (
     classifier_versions,
@@ -61,6 +69,16 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "translate",
+    "space_needed",
+    "StoreBusy",
+    "StoreFull",
+    "StoreInUse",
+    "StoreReadOnly",
+    "free_bytes",
+    "lock_path",
+    "run_lock",
+    "writing",
     "RunTarget",
     "SCHEMA_VERSION",
     "StoreError",

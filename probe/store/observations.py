@@ -18,6 +18,7 @@ from probe.core.records import (
     TlsHandshake,
     to_jsonable,
 )
+from probe.store.schema import writing
 
 
 def _j(value: Any) -> str:
@@ -25,7 +26,8 @@ def _j(value: Any) -> str:
 
 
 def _dns_rows(mid: str, side: str, queries: list[DnsQuery]) -> tuple[list[dict], list[dict]]:
-    qrows, arows = [], []
+    qrows: list[dict] = []
+    arows: list[dict] = []
     for q in queries:
         qrows.append(
             {
@@ -144,8 +146,8 @@ def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> 
     """Every row of one measurement, and the target's 'done' mark, in one transaction."""
     mid = m.measurement_id
     c = m.control
-    with db.atomic():
-        db["measurements"].insert(
+    with writing(db):
+        db.table("measurements").insert(
             {
                 "measurement_id": mid,
                 "run_id": run_id,
@@ -176,16 +178,16 @@ def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> 
 def _insert_side(db: sqlite_utils.Database, mid: str, side: str, dq: list[DnsQuery], tc: list[TcpConnect],
                  th: list[TlsHandshake], hr: list[HttpRequest]) -> None:
     qrows, arows = _dns_rows(mid, side, dq)
-    db["dns_queries"].insert_all(qrows)
-    db["dns_answers"].insert_all(arows)
-    db["tcp_connects"].insert_all(_tcp_rows(mid, side, tc))
-    db["tls_handshakes"].insert_all(_tls_rows(mid, side, th))
-    db["http_requests"].insert_all(_http_rows(mid, side, hr))
+    db.table("dns_queries").insert_all(qrows)
+    db.table("dns_answers").insert_all(arows)
+    db.table("tcp_connects").insert_all(_tcp_rows(mid, side, tc))
+    db.table("tls_handshakes").insert_all(_tls_rows(mid, side, th))
+    db.table("http_requests").insert_all(_http_rows(mid, side, hr))
 
 
 def _insert_control(db: sqlite_utils.Database, mid: str, c: ControlResult) -> None:
     _insert_side(db, mid, "control", c.dns, c.tcp, c.tls, c.http)
-    db["control_results"].insert(
+    db.table("control_results").insert(
         {
             "measurement_id": mid,
             "control_url": c.control_url,
@@ -203,7 +205,7 @@ def replace_control(db: sqlite_utils.Database, measurement_id: str, c: ControlRe
     """A control asked again at the end of a run (its first answer was lost to load or a
     broken connection): the new answer replaces the failed one, in one transaction.
     Nothing measured locally is touched; the attempts add up."""
-    with db.atomic():
+    with writing(db):
         old = list(db.query("select attempts from control_results where measurement_id = ?", [measurement_id]))
         c.attempts += (old[0]["attempts"] or 1) if old else 0
         for table in ("dns_answers", "dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
@@ -400,3 +402,15 @@ def download_samples(db: sqlite_utils.Database, run_id: str, min_bytes: int) -> 
         """select h.body_length, h.duration_ms from http_requests h join measurements m using (measurement_id)
            where m.run_id = ? and h.side = 'local' and h.kind = 'main' and h.status is not null
            and h.body_length >= ? and h.duration_ms > 0""", [run_id, min_bytes])]
+
+
+def space_needed(db: sqlite_utils.Database, targets_left: int) -> int:
+    """Bytes a run needs to store ``targets_left`` more measurements: what a stored
+    measurement takes on average here (the database's own size, not its write-ahead log,
+    less the target lists), with room for the log, which grows by a few MB between
+    checkpoints."""
+    logical = db.execute("pragma page_count").fetchone()[0] * db.execute("pragma page_size").fetchone()[0]
+    count = db.execute("select count(*) from measurements").fetchone()[0] or 0
+    targets = db.execute("select count(*) from run_targets").fetchone()[0] or 0
+    per = max(2048.0, (logical - 100 * targets - 65536) / count) if count else 65536.0
+    return int(per * max(targets_left, 1) * 1.3) + 8 * 1024 * 1024

@@ -12,6 +12,7 @@ import sqlite_utils
 from probe.core.records import (
     utcnow,
 )
+from probe.store.schema import writing
 
 
 @dataclass
@@ -23,9 +24,9 @@ class RunTarget:
 
 def create_run(db: sqlite_utils.Database, run: dict[str, Any], targets: Iterable[RunTarget]) -> None:
     """Record a new run and the list it will measure, so --resume needs no target file."""
-    with db.atomic():
-        db["runs"].insert(run)
-        db["run_targets"].insert_all(
+    with writing(db):
+        db.table("runs").insert(run)
+        db.table("run_targets").insert_all(
             (
                 {
                     "run_id": run["run_id"],
@@ -75,8 +76,8 @@ def count_targets(db: sqlite_utils.Database, run_id: str) -> dict[str, int]:
 
 
 def set_run_status(db: sqlite_utils.Database, run_id: str, status: str, *, finished: bool = True) -> None:
-    with db.atomic():
-        db["runs"].update(run_id, {"status": status, "finished_at": utcnow() if finished else None})
+    with writing(db):
+        db.table("runs").update(run_id, {"status": status, "finished_at": utcnow() if finished else None})
 
 
 def split_run(db: sqlite_utils.Database, old_run_id: str, new_run: dict[str, Any]) -> int:
@@ -84,25 +85,25 @@ def split_run(db: sqlite_utils.Database, old_run_id: str, new_run: dict[str, Any
     takes over what the old one had not measured, and the targets measured while the
     network was changing, to be measured again; the old run ends. Returns how many
     targets moved."""
-    with db.atomic():
+    with writing(db):
         rows = list(db.query(
             """select t.url, t.category, t.note from run_targets t
                left join measurements m on m.measurement_id = t.measurement_id
                where t.run_id = ? and (t.status != 'done' or m.network_changed = 1) order by t.position""",
             [old_run_id]))
-        db["runs"].insert(new_run)
-        db["run_targets"].insert_all(
+        db.table("runs").insert(new_run)
+        db.table("run_targets").insert_all(
             ({"run_id": new_run["run_id"], "position": i, "url": r["url"], "category": r["category"],
               "note": r["note"], "status": "pending", "measurement_id": None} for i, r in enumerate(rows)),
             batch_size=500)
         db.execute("update run_targets set status = 'moved' where run_id = ? and status != 'done'", [old_run_id])
-        db["runs"].update(old_run_id, {"status": "finished", "finished_at": utcnow()})
+        db.table("runs").update(old_run_id, {"status": "finished", "finished_at": utcnow()})
     return len(rows)
 
 
 def mark_not_measured(db: sqlite_utils.Database, run_id: str, urls: Iterable[str]) -> None:
     """Targets cancelled in flight (max runtime, Ctrl-C): left for --resume."""
-    with db.atomic():
+    with writing(db):
         for url in urls:
             db.execute(
                 "update run_targets set status = 'not_measured' where run_id = ? and url = ? and status != 'done'",
@@ -136,8 +137,8 @@ def add_run_targets(db: sqlite_utils.Database, run_id: str, urls: Iterable[str])
     if not missing:
         return 0
     row = next(iter(db.query("select coalesce(max(position), -1) as p from run_targets where run_id = ?", [run_id])))
-    with db.atomic():
-        db["run_targets"].insert_all(
+    with writing(db):
+        db.table("run_targets").insert_all(
             {"run_id": run_id, "position": row["p"] + 1 + i, "url": u, "category": None, "note": None,
              "status": "pending", "measurement_id": None}
             for i, u in enumerate(missing)

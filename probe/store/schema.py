@@ -3,25 +3,44 @@ the migrations from every older version. Why here alone: a schema change is one 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlite_utils
 
-from probe.core.records import (
-    utcnow,
-)
+from probe.core.records import utcnow
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class StoreError(Exception):
-    """A database we must not touch: corrupt, not SQLite, or from a newer probe."""
+    """A database we must not or cannot use: corrupt, not SQLite, from a newer probe,
+    read-only, busy or on a full disk. ``str(e)`` is one line for the volunteer."""
+
+
+class StoreReadOnly(StoreError):
+    """The database (or its folder) cannot be written: a read-only disk or no permission."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full: what was written before is safe."""
+
+
+class StoreBusy(StoreError):
+    """Another program kept the database locked for longer than the busy timeout."""
+
+
+# How long a write waits for another writer (another probe command, datasette) before
+# it gives up: SQLite's busy handler retries within it.
+BUSY_TIMEOUT_S = 30
 
 
 def _m1_base(db: sqlite_utils.Database) -> None:
-    db["runs"].create(
+    db.table("runs").create(
         {
             "run_id": str,
             "started_at": str,
@@ -43,7 +62,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         },
         pk="run_id",
     )
-    db["run_targets"].create(
+    db.table("run_targets").create(
         {
             "run_id": str,
             "position": int,
@@ -56,7 +75,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk=("run_id", "url"),
         foreign_keys=[("run_id", "runs", "run_id")],
     )
-    db["measurements"].create(
+    db.table("measurements").create(
         {
             "measurement_id": str,
             "run_id": str,
@@ -75,7 +94,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk="measurement_id",
         foreign_keys=[("run_id", "runs", "run_id")],
     )
-    db["dns_queries"].create(
+    db.table("dns_queries").create(
         {
             "query_id": str,
             "measurement_id": str,
@@ -94,7 +113,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk="query_id",
         foreign_keys=[("measurement_id", "measurements", "measurement_id")],
     )
-    db["dns_answers"].create(
+    db.table("dns_answers").create(
         {
             "query_id": str,
             "measurement_id": str,
@@ -107,7 +126,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk=("query_id", "position"),
         foreign_keys=[("query_id", "dns_queries", "query_id")],
     )
-    db["tcp_connects"].create(
+    db.table("tcp_connects").create(
         {
             "id": int,
             "measurement_id": str,
@@ -122,7 +141,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("measurement_id", "measurements", "measurement_id")],
     )
-    db["tls_handshakes"].create(
+    db.table("tls_handshakes").create(
         {
             "id": int,
             "measurement_id": str,
@@ -151,7 +170,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("measurement_id", "measurements", "measurement_id")],
     )
-    db["http_requests"].create(
+    db.table("http_requests").create(
         {
             "request_id": str,
             "measurement_id": str,
@@ -178,7 +197,7 @@ def _m1_base(db: sqlite_utils.Database) -> None:
         pk="request_id",
         foreign_keys=[("measurement_id", "measurements", "measurement_id")],
     )
-    db["control_results"].create(
+    db.table("control_results").create(
         {
             "measurement_id": str,
             "control_url": str,
@@ -194,17 +213,17 @@ def _m1_base(db: sqlite_utils.Database) -> None:
 
 def _m2_indexes(db: sqlite_utils.Database) -> None:
     """Indexes for what analysis and `probe show` look up: one URL, one measurement."""
-    db["measurements"].create_index(["run_id"])
-    db["measurements"].create_index(["url", "started_at"])
+    db.table("measurements").create_index(["run_id"])
+    db.table("measurements").create_index(["url", "started_at"])
     for table in ("dns_queries", "dns_answers", "tcp_connects", "tls_handshakes", "http_requests"):
-        db[table].create_index(["measurement_id"])
-    db["run_targets"].create_index(["run_id", "status"])
+        db.table(table).create_index(["measurement_id"])
+    db.table("run_targets").create_index(["run_id", "status"])
 
 
 def _m3_verdicts(db: sqlite_utils.Database) -> None:
     """Verdicts derived by analysis/: re-derivable, one row per measurement and
     classifier version (raw observations are never touched)."""
-    db["verdicts"].create(
+    db.table("verdicts").create(
         {
             "measurement_id": str,
             "classifier_version": str,
@@ -220,15 +239,15 @@ def _m3_verdicts(db: sqlite_utils.Database) -> None:
         pk=("measurement_id", "classifier_version"),
         foreign_keys=[("measurement_id", "measurements", "measurement_id")],
     )
-    db["verdicts"].create_index(["verdict"])
+    db.table("verdicts").create_index(["verdict"])
 
 
 def _m4_control_attempts(db: sqlite_utils.Database) -> None:
     """How many requests a control answer took, and why it was lost (one word, see
     probe.measure.control.REASONS): the run summary counts lost controls by reason, and the
     end-of-run retry pass finds the ones worth asking again."""
-    db["control_results"].add_column("attempts", int)
-    db["control_results"].add_column("reason", str)
+    db.table("control_results").add_column("attempts", int)
+    db.table("control_results").add_column("reason", str)
 
 
 def _m5_network_and_tags(db: sqlite_utils.Database) -> None:
@@ -237,10 +256,10 @@ def _m5_network_and_tags(db: sqlite_utils.Database) -> None:
     while the measurement was in flight; the qualifiers of a verdict (partial blocking,
     a slow link, ...), as JSON; and, when the local clock was off, the (control's) time
     a certificate was judged at."""
-    db["measurements"].add_column("network_epoch", int)
-    db["measurements"].add_column("network_changed", int)
-    db["verdicts"].add_column("tags", str)
-    db["tls_handshakes"].add_column("cert_checked_at", str)
+    db.table("measurements").add_column("network_epoch", int)
+    db.table("measurements").add_column("network_changed", int)
+    db.table("verdicts").add_column("tags", str)
+    db.table("tls_handshakes").add_column("cert_checked_at", str)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
@@ -276,20 +295,55 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(row[0] or 0)
 
 
-def open_db(path: str | Path, *, create: bool = True, upto: int | None = None) -> sqlite_utils.Database:
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the database: the file and its folder (for the -wal and
+    -shm files). access() says EROFS on a read-only file system, even to root."""
+    folder = path.parent if str(path.parent) else Path(".")
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _read_only_error(path: Path) -> StoreReadOnly:
+    return StoreReadOnly(
+        f"{path} is read-only (a read-only disk, or no permission to write it or its folder): "
+        "commands that only read it (show, report, explain, export-ooni) work; to measure or "
+        "analyse, copy it somewhere writable or give another --db"
+    )
+
+
+def _make_folder(path: Path) -> None:
+    folder = path.parent
+    if not str(folder) or folder.is_dir():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a file of that name is in the way" if folder.exists() else "part of the path is a file"
+        raise StoreError(f"cannot create the folder {folder} for the database ({reason}); give another --db") from None
+
+
+def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
+            readonly: bool = False) -> sqlite_utils.Database:
     """Open (and if needed create and migrate) the probe database at ``path``.
 
     Raises StoreError, with a one-line reason, for anything that is not a probe database
-    we can safely write: the file is never modified in that case.
+    we can safely write: the file is never modified in that case. ``readonly`` is for
+    commands that only read: the connection cannot write, and a database on a read-only
+    disk opens too (as long as it needs no upgrade).
     """
     path = Path(path)
     _check_file(path)
+    if readonly:
+        return _open_readonly(path)
     if not path.exists() and not create:
         raise StoreError(f"{path}: no such database (run `probe run --db {path}` first)")
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path)
+    if not _writable(path):
+        raise _read_only_error(path)
     try:
-        conn = sqlite3.connect(str(path), timeout=30)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
         db = sqlite_utils.Database(conn)
         tables = db.table_names()  # the first real read: fails on a corrupt file
         current = schema_version(db)
@@ -302,28 +356,141 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None) -
         target = SCHEMA_VERSION if upto is None else upto
         if current > SCHEMA_VERSION:
             conn.close()
-            raise StoreError(
-                f"{path} has schema version {current}, newer than this probe understands "
-                f"({SCHEMA_VERSION}); upgrade the probe (pip install -U) to use it"
-            )
+            raise _newer(path, current)
         if current < target:
             db.execute("PRAGMA journal_mode=WAL")
             _migrate(db, current, target)
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
         return db
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is corrupt or not a SQLite database ({exc}); it was left untouched") from None
+    except StoreError:
+        raise
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def _newer(path: Path, current: int) -> StoreError:
+    return StoreError(
+        f"{path} has schema version {current}, newer than this probe understands "
+        f"({SCHEMA_VERSION}); upgrade the probe (pip install -U) to use it"
+    )
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write. On a read-only disk SQLite cannot create the
+    -shm file a WAL database needs; nobody can write there either, so the file is
+    opened as immutable."""
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        conn.execute("select count(*) from sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        if _writable(path):
+            raise
+    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    return conn
+
+
+def _open_readonly(path: Path) -> sqlite_utils.Database:
+    if not path.exists():
+        raise StoreError(f"{path}: no such database (run `probe run --db {path}` first)")
+    try:
+        conn = _connect_readonly(path)
+        db = sqlite_utils.Database(conn)
+        tables = db.table_names()
+        current = schema_version(db)
+        if current == 0:
+            conn.close()
+            if tables:
+                raise StoreError(f"{path} is a SQLite database but not a probe database; it was left untouched")
+            raise StoreError(f"{path} is not a probe database (it is empty); it was left untouched")
+        if current > SCHEMA_VERSION:
+            conn.close()
+            raise _newer(path, current)
+        if current < SCHEMA_VERSION:
+            conn.close()
+            if not _writable(path):
+                raise StoreReadOnly(f"{path} was written by an older probe and is read-only, so it cannot be "
+                                    "upgraded: copy it somewhere writable first")
+            open_db(path, create=False).conn.close()  # upgrade it once, then read
+            return _open_readonly(path)
+        return db
+    except StoreError:
+        raise
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def translate(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    """SQLite's error as the one line a volunteer can act on."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    text = str(exc)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+        return StoreFull(f"the disk holding {path} is full")
+    if code == sqlite3.SQLITE_IOERR and _free_bytes(Path(path)) < 1024 * 1024:
+        return StoreFull(f"the disk holding {path} is full")
+    if code == sqlite3.SQLITE_READONLY or "readonly database" in text:
+        return _read_only_error(Path(path))
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
+        return StoreBusy(f"{path} is busy: another program kept it locked for over {BUSY_TIMEOUT_S} s; try again")
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return StoreError(f"{path}: cannot open the database file")
+    return StoreError(f"{path} is corrupt or not a SQLite database ({exc}); it was left untouched")
+
+
+def _free_bytes(path: Path) -> int:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def free_bytes(db: sqlite_utils.Database) -> int:
+    """Free space on the disk holding the database."""
+    return _free_bytes(Path(db_file(db)))
+
+
+@contextlib.contextmanager
+def writing(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction. BEGIN IMMEDIATE takes the write lock first, so that two
+    writers queue in SQLite's busy handler: a deferred BEGIN that reads, then writes,
+    fails at once with "database is locked" when another writer committed in between.
+    SQLite errors come out as StoreError (full, read-only, busy), with one line."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    try:
+        db.conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise translate(exc, db_file(db)) from None
+    try:
+        yield db
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            db.conn.rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise translate(exc, db_file(db)) from None
+        raise
+    try:
+        if db.conn.in_transaction:
+            db.conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            db.conn.rollback()
+        raise translate(exc, db_file(db)) from None
 
 
 def _migrate(db: sqlite_utils.Database, current: int, target: int) -> None:
-    with db.atomic():
+    with writing(db):
         if "schema_version" not in db.table_names():
-            db["schema_version"].create({"version": int, "description": str, "applied_at": str}, pk="version")
+            db.table("schema_version").create({"version": int, "description": str, "applied_at": str}, pk="version")
         for version, description, step in MIGRATIONS:
             if current < version <= target:
                 step(db)
-                db["schema_version"].insert(
+                db.table("schema_version").insert(
                     {"version": version, "description": description, "applied_at": utcnow()}
                 )
 

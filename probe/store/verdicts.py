@@ -9,6 +9,8 @@ from typing import Any
 
 import sqlite_utils
 
+from probe.store.schema import writing
+
 
 def version_key(version: str | None) -> tuple:
     """Order classifier versions as releases are ordered: numerically ("1.10.0" after
@@ -24,8 +26,8 @@ def version_key(version: str | None) -> tuple:
 
 def save_verdict_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> int:
     """Upsert verdict rows (see analysis.persist.verdict_row), in one transaction."""
-    with db.atomic():
-        db["verdicts"].upsert_all(rows, pk=("measurement_id", "classifier_version"))
+    with writing(db):
+        db.table("verdicts").upsert_all(rows, pk=("measurement_id", "classifier_version"))
     return len(rows)
 
 

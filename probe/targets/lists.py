@@ -27,12 +27,12 @@ import ipaddress
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ CITIZENLAB_HEADER = "url,category_code,category_description,date_added,source,no
 _CSV_COLUMNS = len(CITIZENLAB_HEADER.split(","))
 ERROR = "error"
 WARNING = "warning"
+
+# Limits on one list, so that a wrong file (a disk image, /dev/zero, a log) stops at
+# once with one line instead of filling memory: the largest real lists (Citizen Lab's
+# global list, a top-sites list) are a few MB and tens of thousands of lines.
+MAX_LIST_BYTES = 32 * 1024 * 1024
+MAX_TARGETS = 100_000
+_READ_CHUNK = 1024 * 1024
+# With --skip-invalid, this many skipped lines are named one by one; the rest are counted.
+MAX_LISTED_PROBLEMS = 20
 
 
 # --- category codes --------------------------------------------------------------------
@@ -493,23 +502,55 @@ def _scan(path: str, text: str) -> _Scan:
             continue
         first_line[target.url] = target.line
         scan.targets.append(target)
+        if len(scan.targets) > MAX_TARGETS:
+            raise _NotAList(f"more than {MAX_TARGETS:,} targets: too many for one run (split the list)", path,
+                            entry.line)
     return scan
 
 
 # --- files -----------------------------------------------------------------------------
 
 
+class _NotAList(TargetError):
+    """The file can be read, but is not a target list (binary, UTF-16, far too big):
+    one error for the linter, the reason a run refuses it."""
+
+
+def _too_big(name: str) -> TargetError:
+    return _NotAList(f"larger than {MAX_LIST_BYTES // (1024 * 1024)} MB: not a target list, or too big for one "
+                       "run (split it)", name)
+
+
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The file's bytes; TargetError (one line) for anything the user must fix first."""
+    """The file's bytes, read a chunk at a time and stopped at the first sign that it is
+    not a target list (a NUL byte, or more than MAX_LIST_BYTES), so that memory stays
+    bounded whatever the file is (a device, a pipe, a disk image). TargetError (one
+    line) for anything the user must fix first."""
     name = os.fspath(path)
+    parts: list[bytes] = []
+    total = 0
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            if stat.S_ISREG(os.fstat(fh.fileno()).st_mode) and os.fstat(fh.fileno()).st_size > MAX_LIST_BYTES:
+                raise _too_big(name)
+            while chunk := fh.read(_READ_CHUNK):
+                if total == 0 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                    raise _NotAList("UTF-16 text; save the file as UTF-8", name)
+                nul = chunk.find(b"\0")
+                if nul >= 0:
+                    line = sum(p.count(b"\n") for p in parts) + chunk[:nul].count(b"\n") + 1
+                    raise _NotAList("not a text file (it holds a NUL byte)", name, line)
+                total += len(chunk)
+                if total > MAX_LIST_BYTES:
+                    raise _too_big(name)
+                parts.append(chunk)
     except FileNotFoundError:
         raise TargetError("no such file", name) from None
     except IsADirectoryError:
         raise TargetError("is a directory, not a file", name) from None
     except OSError as exc:
         raise TargetError(f"cannot read ({exc.strerror or exc})", name) from None
+    return b"".join(parts)
 
 
 def _decode(name: str, data: bytes) -> str:
@@ -525,12 +566,12 @@ def _decode(name: str, data: bytes) -> str:
 def check_targets(path: str | os.PathLike[str]) -> TargetCheck:
     """Targets and every problem in one file; raises TargetError only if it cannot be read."""
     name = os.fspath(path)
-    data = _read_bytes(path)
     try:
-        text = _decode(name, data)
+        scan = _scan(name, _decode(name, _read_bytes(path)))
     except TargetError as exc:
+        if exc.line is None and not isinstance(exc, _NotAList):  # cannot be read at all
+            raise
         return TargetCheck([], [Problem(name, exc.line or 1, ERROR, exc.reason)])
-    scan = _scan(name, text)
     problems = sorted(scan.errors + scan.duplicates + scan.advice, key=lambda p: p.line)
     return TargetCheck(scan.targets, problems)
 
@@ -555,10 +596,26 @@ def _load(
         first = scan.errors[0]
         raise TargetError(first.message, first.path, first.line)
     report = warn or log.warning
-    skipped = [Problem(p.path, p.line, p.level, f"{p.message}; line skipped") for p in scan.errors]
-    for problem in sorted(skipped + scan.duplicates, key=lambda p: p.line):
-        report(_located(problem.path, problem.line, problem.message))
+    for line in _warnings(scan):
+        report(line)
     return scan.targets
+
+
+def _warnings(scan: _Scan) -> list[str]:
+    """What loading a list says about what it skipped, in a few lines however many
+    lines were skipped: bad lines one by one up to MAX_LISTED_PROBLEMS, then a count;
+    duplicates as one line with their count."""
+    out = [_located(p.path, p.line, f"{p.message}; line skipped") for p in scan.errors[:MAX_LISTED_PROBLEMS]]
+    more = len(scan.errors) - MAX_LISTED_PROBLEMS
+    if more > 0:
+        out.append(f"{scan.errors[0].path}: {more:,} more bad lines skipped (see `probe targets lint`)")
+    dups = scan.duplicates
+    if len(dups) == 1:
+        out.append(_located(dups[0].path, dups[0].line, dups[0].message))
+    elif dups:
+        first = dups[0].message.removesuffix(", ignored")
+        out.append(f"{dups[0].path}: {len(dups):,} duplicate lines ignored; the first, line {dups[0].line}, is a {first}")
+    return out
 
 
 _CONTROL_HEADER = re.compile(r"^\s*#\s*control\s*:\s*(\S+)\s*$", re.IGNORECASE)

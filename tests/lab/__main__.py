@@ -26,9 +26,9 @@ if __package__ in (None, ""):  # run as a script: make `tests.lab` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "tests.lab"
 
-from tests.lab import REPO_ROOT
-from tests.lab import scenarios as S
-from tests.lab.topology import NS_RE, Lab, LabError, missing_commands
+from . import REPO_ROOT
+from . import scenarios as S
+from .topology import NS_RE, Lab, LabError, missing_commands
 
 
 def _need_root() -> None:
@@ -96,9 +96,9 @@ def cmd_up(args) -> int:
     print(f"  namespaces: {', '.join(lab.ns.values())}")
     print(f"  enter the volunteer's network:  ip netns exec {lab.ns['vol']} bash")
     print("  measure every scenario (from the repository root):")
-    print("    ip netns exec " + lab.ns["vol"] + " " + " ".join(lab.probe_argv(lab.workdir / "probe.db")))
-    print(f"  then: python -m probe analyze --db {lab.workdir / 'probe.db'}; "
-          f"python -m probe report --db {lab.workdir / 'probe.db'}")
+    print("    ip netns exec " + lab.ns["vol"] + " " + " ".join(lab.probe_argv(lab.dir / "probe.db")))
+    print(f"  then: python -m probe analyze --db {lab.dir / 'probe.db'}; "
+          f"python -m probe report --db {lab.dir / 'probe.db'}")
     print(f"  take it down:  python -m tests.lab down {lab.state_path}")
     return 0
 
@@ -124,7 +124,7 @@ def cmd_down(args) -> int:
     if not args.state:
         # namespaces with no state file in the temp dir (e.g. a pytest lab whose pytest
         # was killed): only with --force, as they may belong to a run still going on
-        for suffix in sorted({NS_RE.match(ns).group(1) for ns in Lab.leftovers()} - known):
+        for suffix in sorted({m.group(1) for ns in Lab.leftovers() if (m := NS_RE.match(ns))} - known):
             if not args.force:
                 print(f"lab {suffix}: no state file here (pytest's?); `down --force` takes it down")
                 continue
@@ -146,7 +146,7 @@ def cmd_run(args) -> int:
     try:
         with Lab(scenarios, keep_workdir=args.keep or None) as lab:
             timings["up"] = lab.up_seconds
-            db = lab.workdir / "probe.db"
+            db = lab.dir / "probe.db"
             print(f"lab {lab.suffix} up in {lab.up_seconds} s ({len(scenarios)} scenarios); "
                   f"probing from {lab.ns['vol']}", file=sys.stderr)
             t = time.monotonic()

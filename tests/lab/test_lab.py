@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.lab import REPO_ROOT
-from tests.lab import scenarios as S
-from tests.lab.topology import Lab, missing_commands, netns_list, netns_pids
+from . import REPO_ROOT
+from . import scenarios as S
+from .topology import Lab, missing_commands, netns_list, netns_pids
 
 
 def _skip_reason() -> str | None:
@@ -337,7 +337,9 @@ def fallbacks(m):
 
 
 def site_ip(label: str) -> str:
-    return next(x.ip for s in S.SCENARIOS for x in s.sites if x.label == label)
+    ip = next(x.ip for s in S.SCENARIOS for x in s.sites if x.label == label)
+    assert ip is not None, f"{label} has no address"
+    return ip
 
 
 def control_fetched_site(m, title: str | None = None):

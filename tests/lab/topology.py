@@ -38,8 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab import REPO_ROOT
-from tests.lab import scenarios as S
+from . import REPO_ROOT
+from . import scenarios as S
 
 # the four of the censorship lab, then the other volunteers' networks (S.VANTAGES)
 ROLES = ("vol", "isp", "net", "cen", *S.VANTAGE_NAMES)
@@ -142,16 +142,22 @@ class Lab:
     # ------------------------------------------------------------------ paths
 
     @property
+    def dir(self) -> Path:
+        """The work directory: the one given, or the one ``up`` made."""
+        assert self.workdir is not None, "the lab has no work directory before up()"
+        return self.workdir
+
+    @property
     def state_path(self) -> Path:
-        return self.workdir / "state.json"
+        return self.dir / "state.json"
 
     @property
     def ca_file(self) -> Path:
-        return self.workdir / "lab-ca.pem"
+        return self.dir / "lab-ca.pem"
 
     @property
     def targets_file(self) -> Path:
-        return self.workdir / "targets.txt"
+        return self.dir / "targets.txt"
 
     def enter_command(self, role: str = "vol") -> str:
         return f"ip netns exec {self.ns[role]} bash"
@@ -397,7 +403,7 @@ class Lab:
         return "\n".join(out + ["COMMIT"] + nat + ["COMMIT"]) + "\n"
 
     def _firewall(self) -> None:
-        path = self.workdir / "isp.rules"
+        path = self.dir / "isp.rules"
         path.write_text(self.iptables_rules())
         _run(["ip", "netns", "exec", self.ns["isp"], "iptables-restore", str(path)])
 
@@ -430,7 +436,7 @@ class Lab:
 
         pki = LabPKI()
         self.ca_file.write_bytes(pki.ca_pem)
-        certs = self.workdir / "certs"
+        certs = self.dir / "certs"
         certs.mkdir(exist_ok=True)
         self._certs: dict[tuple[str, str], str] = {}
         hosts = [x for x in S.all_sites(self.scenarios) if x.ip and x.serve]
@@ -447,7 +453,7 @@ class Lab:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, role: str, name: str, argv: list[str]) -> subprocess.Popen:
-        log = self.workdir / f"{role}-{name}.log"
+        log = self.dir / f"{role}-{name}.log"
         with open(log, "ab") as fh:
             p = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns[role], *argv],
@@ -460,20 +466,20 @@ class Lab:
         return p
 
     def _dnsmasq(self, role: str, name: str, listen: str | list[str], lines: list[str]) -> None:
-        conf = self.workdir / f"{role}-{name}.conf"
+        conf = self.dir / f"{role}-{name}.conf"
         conf.write_text("\n".join([
             "keep-in-foreground", "log-facility=-", "log-queries",
             "no-resolv", "no-hosts", "no-poll", "bind-interfaces",
             *(f"listen-address={a}" for a in ([listen] if isinstance(listen, str) else listen)),
             "port=53", "cache-size=0", "user=root", "group=root",
-            f"pid-file={self.workdir / f'{role}-{name}.pid'}",
+            f"pid-file={self.dir / f'{role}-{name}.pid'}",
             *lines,
         ]) + "\n")
         self._spawn(role, name, ["dnsmasq", f"--conf-file={conf}"])
 
     def _labserver(self, role: str, name: str, apps: list[dict]) -> None:
-        config = self.workdir / f"{role}-{name}.json"
-        ready = self.workdir / f"{role}-{name}.ready"
+        config = self.dir / f"{role}-{name}.json"
+        ready = self.dir / f"{role}-{name}.ready"
         config.write_text(json.dumps({"ready_file": str(ready), "apps": apps}, indent=2, ensure_ascii=False))
         self._spawn(role, name, [sys.executable, str(HERE / "labserver.py"), str(config)])
         self._ready_files.append((name, ready))

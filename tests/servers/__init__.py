@@ -5,7 +5,7 @@ ephemeral port, is an async context manager, and never sends traffic
 anywhere but back to the loopback peer that talked to it.
 """
 
-from tests.servers.dns import (
+from .dns import (
     GARBAGE,
     NXDOMAIN,
     REFUSED,
@@ -18,10 +18,10 @@ from tests.servers.dns import (
     Race,
     Txt,
 )
-from tests.servers.tcp import BEHAVIOURS as TCP_BEHAVIOURS
-from tests.servers.tcp import GARBAGE_BYTES, RawTcpServer, unused_port
-from tests.servers.tls import CERT_KINDS, WRONG_HOST, LabPKI
-from tests.servers.web import BLOCKPAGE_TEXT, BLOCKPAGE_TITLE, CP1251_TITLE, HUGE_SIZE, WebServer, site_app
+from .tcp import BEHAVIOURS as TCP_BEHAVIOURS
+from .tcp import GARBAGE_BYTES, RawTcpServer, unused_port
+from .tls import CERT_KINDS, WRONG_HOST, LabPKI
+from .web import BLOCKPAGE_TEXT, BLOCKPAGE_TITLE, CP1251_TITLE, HUGE_SIZE, WebServer, site_app
 
 __all__ = [
     "Answer",

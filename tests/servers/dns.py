@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+from collections.abc import Mapping
 
 import dns.exception
 import dns.flags
@@ -24,7 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from tests.servers.tcp import _require_loopback
+from .tcp import _require_loopback
 
 __all__ = [
     "Answer",
@@ -152,7 +153,7 @@ class DnsServer:
     trailing dot, e.g. ``("site.lab.test", "A")``.
     """
 
-    def __init__(self, zone: dict[str, Behaviour], host: str = "127.0.0.1") -> None:
+    def __init__(self, zone: Mapping[str, Behaviour], host: str = "127.0.0.1") -> None:
         _require_loopback(host)
         self.zone: dict[str, Behaviour] = {_norm(k): v for k, v in zone.items()}
         self.host = host
@@ -173,7 +174,7 @@ class DnsServer:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=(self.host, 0)
         )
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return self
 
@@ -257,7 +258,7 @@ class DnsServer:
                     )
                 )
                 owner = target
-            addrs: tuple[str, ...] = ()
+            addrs: tuple[str, ...] | list[str] = ()
             if q.rdtype == dns.rdatatype.A:
                 addrs = behaviour.a
             elif q.rdtype == dns.rdatatype.AAAA:

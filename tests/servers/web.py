@@ -19,7 +19,7 @@ import ssl
 
 from aiohttp import web
 
-from tests.servers.tcp import _require_loopback
+from .tcp import _require_loopback
 
 __all__ = [
     "BLOCKPAGE_TEXT",
