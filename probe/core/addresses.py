@@ -35,7 +35,10 @@ def format_hostport(host: str, port: int) -> str:
 
 
 def split_url(url: str) -> tuple[str, str, int]:
-    u = URL(url)
+    try:
+        u = URL(url)
+    except IndexError:  # yarl on some bracketed hosts ("http://[::1]@/"): not a URL either
+        raise ValueError(f"not an http(s) URL: {url}") from None
     if u.scheme not in ("http", "https") or not u.host:
         raise ValueError(f"not an http(s) URL: {url}")
     return u.scheme, u.host.strip("[]").lower(), u.port or (443 if u.scheme == "https" else 80)

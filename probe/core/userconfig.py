@@ -50,7 +50,7 @@ def check_control_url(url: str) -> str:
     try:
         u = URL(bare)
         ok = u.scheme in ("http", "https") and bool(u.host) and u.user is None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
         ok = False
     if not ok:
         raise ConfigError(f"{url!r} is not a control helper URL (use http(s)://HOST[:PORT], "

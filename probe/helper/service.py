@@ -373,7 +373,7 @@ def _check_url(url: str, config: HelperConfig) -> str:
         u = URL(url)
         port = u.port
         raw_host = u.raw_host
-    except (ValueError, TypeError, UnicodeError):
+    except (ValueError, TypeError, UnicodeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
         raise RequestRefused(400, "url cannot be parsed") from None
     if u.scheme not in ("http", "https"):
         raise RequestRefused(400, "url must be http or https")

@@ -38,6 +38,7 @@ from probe.ooni.common import (
     OoniFormatError,
     apply,
     iso,
+    parse_iso,
     parse_ooni_time,
     rcode_from_failure,
     read_tags,
@@ -398,7 +399,7 @@ def _complete_chain(m: Measurement, tk: dict) -> None:
     if last.status in (301, 302, 303, 307, 308) and last.location:
         try:
             nxt = str(URL(last.url).join(URL(last.location)))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
             last.failure = failure
             return
         m.http.append(HttpRequest(nxt, "main", last.hop + 1, last.started_at, 0.0, failure=failure))
@@ -449,7 +450,9 @@ def _to_measurement(doc: Any, fallback_key: str | None) -> tuple[Measurement, di
     m.http = http_list_from_ooni(tk.get("requests"), ctx, "local")
     _complete_chain(m, tk)
     m.addresses = _addresses(m.dns, m.tcp, url, hostname)
-    apply(m, {k: v for k, v in ours.items() if k in MEASUREMENT_FIELDS})
+    # a time that is no time ("") is ignored like a value of the wrong type: runs are ordered by it
+    apply(m, {k: v for k, v in ours.items() if k in MEASUREMENT_FIELDS
+              and (k not in ("started_at", "finished_at") or v is None or parse_iso(v) is not None)})
 
     backend = _as_dict(_as_dict(top.get("test_helpers")).get("backend"))
     address = backend.get("address")
