@@ -18,12 +18,15 @@ RUNS: list[tuple[tuple[str, ...], int | None, str]] = []
 QUIET = ["--no-system-resolver", "--no-doh", "--no-vantage-lookup"]
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(extra or {})}
+
+
 async def probe(*args: str, timeout: float = 60, cwd: Path | None = None, send_signal_after: float | None = None,
                 env: dict[str, str] | None = None):
     """Run `python -m probe ARGS`; returns (exit code, stdout, stderr)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "probe", *args, cwd=cwd or ROOT, env=full_env,
+        sys.executable, "-m", "probe", *args, cwd=cwd or ROOT, env=_env(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
     if send_signal_after is not None:
@@ -37,8 +40,7 @@ async def probe(*args: str, timeout: float = 60, cwd: Path | None = None, send_s
 def probe_sync(*args: str, timeout: float = 60, cwd: Path | None = None, env: dict[str, str] | None = None,
                preexec_fn=None) -> tuple[int, str, str]:
     """`probe ARGS` without an event loop (for tests that set resource limits)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "probe", *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "probe", *args], cwd=cwd or ROOT, env=_env(env), capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=timeout, preexec_fn=preexec_fn)
     err = p.stderr.decode(errors="replace")
     RUNS.append((args, p.returncode, err))

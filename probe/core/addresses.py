@@ -34,10 +34,22 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def url_of(text: str) -> URL:
+    """yarl's URL of ``text``, or ValueError. yarl also raises TypeError, UnicodeError
+    (a host that is no IDNA) and, for some bracketed hosts ("http://[::1]@/"),
+    IndexError: every parser of hostile URLs goes through here, so none leaks them."""
+    try:
+        u = URL(text)
+        u.port, u.raw_host, u.host  # noqa: B018 - parsed lazily: make them fail here
+        return u
+    except (ValueError, TypeError, UnicodeError, IndexError):
+        raise ValueError(f"not a URL: {text!r}") from None
+
+
 def split_url(url: str) -> tuple[str, str, int]:
     try:
-        u = URL(url)
-    except IndexError:  # yarl on some bracketed hosts ("http://[::1]@/"): not a URL either
+        u = url_of(url)
+    except ValueError:
         raise ValueError(f"not an http(s) URL: {url}") from None
     if u.scheme not in ("http", "https") or not u.host:
         raise ValueError(f"not an http(s) URL: {url}")

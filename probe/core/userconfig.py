@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import click
-from yarl import URL
+
+from probe.core.addresses import url_of
 
 APP_NAME = "bynet-probe"
 SECTION = "probe"
@@ -48,9 +49,9 @@ def check_control_url(url: str) -> str:
     text = url.strip()
     bare = text[len("ooni+"):] if text.startswith("ooni+") else text
     try:
-        u = URL(bare)
+        u = url_of(bare)
         ok = u.scheme in ("http", "https") and bool(u.host) and u.user is None
-    except (ValueError, TypeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
+    except ValueError:
         ok = False
     if not ok:
         raise ConfigError(f"{url!r} is not a control helper URL (use http(s)://HOST[:PORT], "

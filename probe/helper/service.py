@@ -50,7 +50,7 @@ from yarl import URL
 
 from probe import __version__
 from probe.core import failures as F
-from probe.core.addresses import is_ip, split_url
+from probe.core.addresses import is_ip, split_url, url_of
 from probe.core.records import (
     ControlResult,
     HttpRequest,
@@ -370,10 +370,10 @@ def _check_url(url: str, config: HelperConfig) -> str:
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
         raise RequestRefused(400, "url contains whitespace or control characters")
     try:
-        u = URL(url)
+        u = url_of(url)
         port = u.port
         raw_host = u.raw_host
-    except (ValueError, TypeError, UnicodeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
+    except ValueError:
         raise RequestRefused(400, "url cannot be parsed") from None
     if u.scheme not in ("http", "https"):
         raise RequestRefused(400, "url must be http or https")

@@ -14,7 +14,7 @@ from typing import Any
 from yarl import URL
 
 from probe.core import failures as F
-from probe.core.addresses import format_hostport, is_ip, split_url
+from probe.core.addresses import format_hostport, is_ip, split_url, url_of
 from probe.core.certs import describe_certificate
 from probe.core.constants import BODY_KEEP
 from probe.core.pagetext import extract_title
@@ -398,8 +398,8 @@ def _complete_chain(m: Measurement, tk: dict) -> None:
     last = main[-1]
     if last.status in (301, 302, 303, 307, 308) and last.location:
         try:
-            nxt = str(URL(last.url).join(URL(last.location)))
-        except (ValueError, TypeError, IndexError):  # IndexError: yarl on "http://[::1]@/"
+            nxt = str(url_of(last.url).join(url_of(last.location)))
+        except ValueError:
             last.failure = failure
             return
         m.http.append(HttpRequest(nxt, "main", last.hop + 1, last.started_at, 0.0, failure=failure))

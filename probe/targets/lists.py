@@ -531,7 +531,8 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     total = 0
     try:
         with open(path, "rb") as fh:
-            if stat.S_ISREG(os.fstat(fh.fileno()).st_mode) and os.fstat(fh.fileno()).st_size > MAX_LIST_BYTES:
+            info = os.fstat(fh.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_LIST_BYTES:
                 raise _too_big(name)
             while chunk := fh.read(_READ_CHUNK):
                 if total == 0 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
