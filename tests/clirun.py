@@ -19,7 +19,9 @@ QUIET = ["--no-system-resolver", "--no-doh", "--no-vantage-lookup"]
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(extra or {})}
+    # English, whatever the machine's locale: the tests read the messages (test_i18n
+    # runs the other languages on purpose).
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "LANGUAGE": "en", **(extra or {})}
 
 
 async def probe(*args: str, timeout: float = 60, cwd: Path | None = None, send_signal_after: float | None = None,

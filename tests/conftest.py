@@ -16,11 +16,18 @@ import clirun
 import pytest
 from servers import LabPKI
 
+from probe.core import userconfig
 from probe.measure.url import ProbeConfig
 
 # A volunteer's own config (say, a default control helper) must never leak into the
 # tests, nor the tests' into it: every test, and every CLI it runs, reads this file.
-os.environ["BYNET_PROBE_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="probe-config-")) / "config.ini")
+# It holds one thing: the volunteer accepted the notice, as anyone who ran the probe
+# once has (tests/test_first_run.py starts from an empty one). Results a test makes
+# outside a checkout go to a data directory of the tests' own.
+_home = Path(tempfile.mkdtemp(prefix="probe-config-"))
+os.environ["BYNET_PROBE_CONFIG"] = str(_home / "config.ini")
+os.environ["XDG_DATA_HOME"] = str(_home / "data")
+userconfig.record_consent(Path(os.environ["BYNET_PROBE_CONFIG"]), how="tests")
 
 
 @pytest.fixture(autouse=True)

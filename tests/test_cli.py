@@ -58,7 +58,7 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
     rc, out, err = await probe("run", "--targets", str(targets), "--cc", "BY", "--asn", "6697",
                                "--lab-network", "127.0.0.0/8", *lab_args(world, ca_file, db))
     assert rc == 0, err
-    assert "This run measures 3 website(s)" in err and "Your public IP address is not stored" in err
+    assert "This run measures 3 websites" in err and "Your public IP address is not stored" in err
     assert "no control helper" in err
     assert "3 measured" in err
     (run,) = rows(db, "select status, cc, asn, probe_ip, target_count from runs")
@@ -84,7 +84,7 @@ async def test_run_stores_every_target_and_says_what_it_does(tmp_path, world, ca
     # could be sites that are down for everyone: named, but not called blocked
     assert dict(rows(db, "select verdict, blocked from verdicts")) == {"dns.nxdomain": None, "tcp.reset": None,
                                                                        "ok": 0}
-    assert "verdicts: 0 blocked, 2 can't tell (" in err and "1 ok" in err
+    assert "verdicts: 0 of 3 sites look blocked, 2 can't tell (" in err and "1 ok" in err
     assert "can't tell: 2 sites failed in ways censors use" in err
     assert "--control URL" in err and "probe report --db" in err
 
@@ -104,7 +104,7 @@ async def test_a_run_also_classifies_older_runs_an_older_probe_left_behind(tmp_p
     one.write_text("https://gone.lab.test/\n")
     rc, _, err = await probe("run", "--targets", str(one), *lab_args(world, ca_file, db))
     assert rc == 0, err
-    assert "verdicts: 0 blocked, 1 can't tell (dns.nxdomain 1)" in err  # the summary is about this run
+    assert "verdicts: 0 of 1 site looks blocked, 1 can't tell (dns.nxdomain 1)" in err  # about this run only
     assert rows(db, "select count(*) from measurements") == [(4,)]
     assert rows(db, "select count(*) from verdicts where classifier_version = ?", [CLASSIFIER_VERSION]) == [(4,)]
 
@@ -119,7 +119,15 @@ async def test_json_logs_are_one_event_per_line(tmp_path, world, ca_file):
     assert kinds[0] == "notice" and kinds[1] == "run_started" and kinds[-2:] == ["run_finished", "verdicts"]
     assert kinds.count("measured") == 3
     measured = {e["url"]: e for e in events if e["event"] == "measured"}
-    assert measured["https://gone.lab.test/"]["anomaly_hint"] is True
+    # each line's hint is what the verdict at the end says (no control here: can't tell)
+    verdicts = {url: (blocked, verdict) for url, blocked, verdict in rows(
+        db, "select m.url, v.blocked, v.verdict from verdicts v join measurements m using (measurement_id)")}
+    assert verdicts["https://gone.lab.test/"] == (None, "dns.nxdomain")
+    assert measured["https://gone.lab.test/"]["hint"] == "cant_tell"
+    assert measured["https://gone.lab.test/"]["anomaly_hint"] is False
+    assert {u: e["hint"] for u, e in measured.items()} == {
+        u: ("cant_tell" if b is None else "blocked" if b else v if v in ("down", "error") else "ok")
+        for u, (b, v) in verdicts.items()}
     assert events[-2]["measured"] == 3 and events[-2]["status"] == "finished"
     (summary,) = [e for e in events if e["event"] == "verdicts"]
     assert summary["counts"] == {"ok": 1, "dns.nxdomain": 1, "tcp.reset": 1}
@@ -270,7 +278,7 @@ async def test_max_runtime_is_a_hard_deadline(tmp_path, world, ca_file):
     elapsed = time.monotonic() - t0
     assert rc == 0, err
     assert elapsed < 2 + 4, f"took {elapsed:.1f}s"
-    assert "timed_out" in err and "Resume with" in err
+    assert "stopped at --max-runtime" in err and "Resume with" in err
     assert rows(db, "select status from runs") == [("timed_out",)]
     assert rows(db, "select count(*) from run_targets where status = 'not_measured'") == [(3,)]
     assert rows(db, "select count(*) from run_targets where status = 'pending'") == [(3,)]
@@ -304,7 +312,10 @@ async def test_shipped_target_list_runs_and_records_every_target(tmp_path):
     assert elapsed < 60
     # no name resolves and there is no control: that says "no network", not "blocked"
     assert rows(db, "select verdict, count(*) from verdicts group by verdict") == [("error", n)]
-    assert f"verdicts: 0 blocked, {n} error" in err and "nothing could be measured" in err
+    assert f"verdicts: 0 of {n} sites look blocked, {n} error" in err and "nothing could be measured" in err
+    # the lines as it went agree: none says blocked, and once a few names have failed
+    # (the classifier's "no network" rule needs 5), each says error
+    assert "BLOCKED" not in err and err.count(" error https://") >= n - 32 - 5
 
 
 def test_help_texts_say_plainly_what_things_do():
@@ -389,4 +400,4 @@ async def test_progress_bar_on_a_terminal(tmp_path):
         os.close(leader)
     screen = b"".join(chunks).decode(errors="replace")
     assert rc == 0
-    assert "measuring" in screen and "2/2" in screen and "2 anomalies" in screen
+    assert "measuring" in screen and "2/2" in screen and "2 can't tell" in screen and "0 look blocked" in screen

@@ -30,8 +30,9 @@ from probe.core.records import Measurement, new_id, utcnow
 from probe.targets.lists import MAX_LIST_BYTES
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small or read-only tmpfs needs root (CI runs as root)")
-# Nothing leaves the machine: no resolver, no DoH, no portal check, no control.
-OFFLINE = [*QUIET, "--no-portal-check", "--no-control", "--no-dns-sink"]
+# Nothing leaves the machine: no resolver, no DoH, no portal check, no control. The
+# targets are local servers on loopback, as in a researcher's own test.
+OFFLINE = [*QUIET, "--no-portal-check", "--no-control", "--no-dns-sink", "--allow-private-targets"]
 
 
 def one_line(err: str) -> str:
@@ -291,7 +292,7 @@ async def test_max_runtime_counts_from_the_start_of_the_command(tmp_path):
         rc, _, err = await probe("run", "--targets", str(targets), "--db", str(tmp_path / "p.db"),
                                  "--no-system-resolver", "--no-vantage-lookup", "--no-portal-check", "--no-control",
                                  "--no-dns-sink", "--doh", f"http://127.0.0.1:{silent.port}/dns-query",
-                                 "--max-runtime", "3s")
+                                 "--max-runtime", "3s", "--allow-private-targets")
         elapsed = time.monotonic() - started
     assert rc == 0, err
     assert "3 not measured" in err and "Resume with: probe run --resume" in err

@@ -64,6 +64,7 @@ async def test_the_config_file_gives_the_default_control(tmp_path, lab):
     dns, web, helper = lab
     config = tmp_path / "cfg" / "config.ini"
     env = {"BYNET_PROBE_CONFIG": str(config)}
+    userconfig.record_consent(config)  # a volunteer who set a control has run the probe before
     rc, out, err = await probe("config", "set", "control", helper, env=env)
     assert rc == 0 and config.exists(), err
     rc, out, _ = await probe("config", "get", "control", env=env)
@@ -125,7 +126,7 @@ def test_config_file_round_trip(tmp_path):
     path = tmp_path / "c.ini"
     userconfig.set_values("control", ["https://a.example/", "ooni+https://th.example/"], path)
     assert userconfig.get("control", path) == ["https://a.example/", "ooni+https://th.example/"]
-    assert userconfig.show(path) == {"control": ["https://a.example/", "ooni+https://th.example/"]}
+    assert userconfig.show(path)["control"] == ["https://a.example/", "ooni+https://th.example/"]
     with pytest.raises(userconfig.ConfigError):
         userconfig.get("colour", path)
     path.write_text("not an ini file\n[[[")

@@ -3,7 +3,6 @@ sites over several days, a mix of verdicts, Cyrillic evidence and hostile string
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import sqlite_utils
 from click.testing import CliRunner
+from clirun import probe_sync
 from rich.console import Console
 
 from probe import store
@@ -23,9 +23,9 @@ from probe.analysis import persist
 from probe.cli.report import explain_cmd, report_cmd
 from probe.core.records import Measurement, new_id
 from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS, Evidence, LayerFinding, Verdict
-from probe.report import heatmap, html, markdown, tables, terminal
+from probe.report import html, markdown, tables, terminal
 from probe.report import model as rep
-from probe.report.explain import NothingToExplain, confidence_words, explain, explain_measurement
+from probe.report.explain import NothingToExplain, confidence_words, explain, explain_json, explain_measurement
 
 HOSTILE = "<script>alert('x')</script>"
 CYRILLIC = "заголовок страницы «Доступ ограничен»"
@@ -137,8 +137,8 @@ def test_collect_merges_databases_and_dedupes_copies(dbs, tmp_path):
         d3.conn.close()
     assert len(rows) == len(BELTELECOM) + len(A1)
     assert len({r["measurement_id"] for r in rows}) == len(rows)
-    by_db = {Path(r["db"]).name for r in rows}
-    assert by_db == {"beltelecom.db", "a1.db"}  # the copy's duplicates are the first database's
+    by_db = {r["db"] for r in rows}
+    assert by_db == {"beltelecom.db", "a1.db"}  # the copy's duplicates are the first database's; no paths
     assert {rep.network_of(r) for r in rows} == {"BY/AS6697", "BY/AS25106"}
     assert all(isinstance(r["evidence"], list) for r in rows)
 
@@ -193,12 +193,32 @@ def test_method_and_layer_counts_use_the_latest_verdict_per_site_and_network(row
     assert per["BY/AS25106"] == {"ok": 1, "tcp.timeout": 1, "error": 1}
 
 
-def test_day_matrix_takes_the_latest_verdict_of_each_day(rows):
-    sites, days, cells = rep.day_matrix(rows)
-    assert days == ["2024-05-01", "2024-05-02", "2024-05-03"]
-    assert sites[0] == "https://belsat.eu/"  # ordered by domain
-    assert cells["BY/AS6697"][("https://www.svaboda.org/", "2024-05-02")] == "ok"  # 15:00 beats 09:00
-    assert ("https://belsat.eu/", "2024-05-01") not in cells["BY/AS25106"]
+def test_sites_are_sorted_blocked_first_then_cant_tell_then_the_rest(rows):
+    table = rep.site_network_table(rows)
+    order = list(dict.fromkeys(e["url"] for e in table))
+    # blocked on both networks first, then blocked on one (more confident first), then
+    # could not measure (belsat), down, and the sites that work
+    assert order == ["https://charter97.org/", "https://www.svaboda.org/", "https://nashaniva.com/",
+                     "https://zerkalo.io/", "https://belsat.eu/", "https://gone.example.by/"]
+    assert [e["network"] for e in table[:2]] == ["BY/AS6697", "BY/AS25106"]  # a site's networks together
+    assert rep.site_status(table[0]) == "blocked"
+
+
+def test_network_summaries_are_the_headline_numbers(rows):
+    (beltelecom, a1) = rep.network_summaries(rep.site_network_table(rows))
+    assert (beltelecom.network, beltelecom.sites, beltelecom.blocked, beltelecom.high) == ("BY/AS6697", 5, 4, 3)
+    assert beltelecom.methods == (("dns.nxdomain", 1), ("tls.reset", 1), ("http.blockpage", 1), ("http.diff", 1))
+    assert (a1.sites, a1.blocked, a1.high, a1.cant_tell) == (3, 1, 1, 0)
+    assert a1.names == ("A1 <Velcom>",)
+
+
+def test_confidence_levels_use_explains_scale_and_say_nothing_for_error():
+    assert rep.confidence_level("tls.reset", True, rep.HIGH_CONFIDENCE) == "high"
+    assert rep.confidence_level("tls.reset", True, 0.79) == "medium"
+    assert rep.confidence_level("tls.reset", True, 0.2) == "low"
+    assert rep.confidence_level("tcp.refused", None, 0.3) == "can't tell"
+    assert rep.confidence_level("error", False, 0.1) is None
+    assert rep.confidence_level("ok", False, 0.9) == "high"
 
 
 # --- flat exports ----------------------------------------------------------------------
@@ -229,15 +249,25 @@ def test_csv_parses_back_one_row_per_measurement(rows):
 
 
 def test_markdown_has_the_tables_and_neutralises_html(rows):
-    md = markdown.render_markdown(rep.build_report(rows, ["a.db", "b.db"]))
+    md = markdown.render_markdown(rep.build_report(rows, ["beltelecom.db", "a1.db"]))
+    lines = md.splitlines()
+    assert lines[0] == "# Censorship measurement report"
+    assert lines[2] == ("**4 of 5 sites look blocked on BY/AS6697 (Beltelecom) (3 with high confidence), by method: "
+                        "dns.nxdomain 1, tls.reset 1, http.blockpage 1, http.diff 1**  ")
+    assert lines[3].startswith("**1 of 3 sites look blocked on BY/AS25106 (A1 &lt;Velcom&gt;) (1 with high")
     assert "## Latest verdict per site and network" in md and "## Counts by method" in md
     assert "## History per site" in md and "### https://www.svaboda.org/" in md
-    assert re.search(r"^\| https://charter97.org/ \| BY/AS6697 \| tls.reset \| yes \| 0.95 \| 3/3 \|", md, re.M)
+    table = [line for line in lines if line.startswith("| https://")]
+    assert table[0].startswith("| https://charter97.org/ | BY/AS6697 | tls.reset | yes | high (0.95) | 3/3 |")
+    assert table[-1].startswith("| https://gone.example.by/ |")  # blocked first, down last
+    belsat = next(line for line in table if "belsat" in line)
+    assert "| error | no |  | 1/1 |" in belsat  # no confidence word for a verdict that measured nothing
     assert re.search(r"^\| tcp.timeout \| yes \| 1 \| 0 \| 1 \|", md, re.M) or \
         re.search(r"^\| tcp.timeout \| yes \| 1 \| 1 \| 0 \|", md, re.M)
     assert "| blocked at http |  | 2 |" in md
     assert HOSTILE not in md and "&lt;script&gt;" in md
-    assert CYRILLIC.replace("«", "«") in md
+    assert CYRILLIC in md
+    assert "- **databases**: beltelecom.db (" in md and "/" not in md.split("- **databases**: ")[1].split("\n")[0]
     # every table line has as many cells as its header
     for block in re.findall(r"((?:^\|.*\|\n)+)", md, re.M):
         widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
@@ -272,49 +302,49 @@ class _Resources(HTMLParser):
             self.legend.append(data)
 
 
-def test_html_is_one_self_contained_escaped_file_with_a_heat_map(rows):
-    page = html.render_html(rep.build_report(rows, ["results/beltelecom.db", "results/a1.db"]))
+def test_html_is_one_self_contained_escaped_file_with_a_chart(rows):
+    page = html.render_html(rep.build_report(rows, ["beltelecom.db", "a1.db"]))
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
-    assert 'src="http' not in page and '<link href="http' not in page and "<link" not in page
+    assert "default-src 'none'" in page
+    assert "<link" not in page and "<img" not in page and "src=" not in page
     assert "<script" not in page.lower()  # no script of ours, and the hostile one is escaped
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "A1 &lt;Velcom&gt;" in page
     parser = _Resources()
     parser.feed(page)
-    assert parser.refs and all(v.startswith("data:image/png;base64,") for _, _, v in parser.refs)
-    (img,) = [v for t, _, v in parser.refs if t == "img"]
-    png = base64.b64decode(img.split(",", 1)[1])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    ids = set(re.findall(r' id="([^"]+)"', page))
+    links = [v for t, n, v in parser.refs if t == "a" and n == "href"]
+    assert links and all(v.startswith("#") and v[1:] in ids for v in links)  # only links within the file
+    cells = re.findall(r'<a class="c (s-[a-z_]+(?: q-[a-z]+)?)" href="#(site-\d+-\d+)"', page)
+    assert len(cells) == 8  # one per site x network measured
+    assert {c for c, _ in cells} == {"s-blocked q-high", "s-blocked q-medium", "s-ok", "s-error", "s-down"}
+    assert page.count('<span class="c s-none">') == 4  # 6 sites x 2 networks, 8 measured
     legend = "".join(parser.legend)
-    for verdict in {r["verdict"] for r in rows}:
-        assert verdict in legend
-    assert "dns.bogon" not in legend  # only verdicts present
+    assert "blocked, high confidence" in legend and "not blocked: works" in legend and "could not measure" in legend
+    assert "can't tell" not in legend  # only what the chart shows
     assert CYRILLIC in page
     for header in ("databases", "networks", "measured (UTC)", "classifier version", "generated (UTC)"):
         assert f"<dt>{header}</dt>" in page
-    assert "results/beltelecom.db" in page and CLASSIFIER_VERSION in page
+    assert "beltelecom.db (3 runs: " in page and "a1.db (3 runs: " in page and CLASSIFIER_VERSION in page
     assert "Latest verdict per site and network" in page and "Counts by method" in page
-    assert "History per site" in page
+    assert "History per site" in page  # several runs: the history is worth its space
+    headline = page.index('id="headline"')
+    assert headline < page.index("<dl") and "4 of 5 sites look blocked on BY/AS6697" in page[headline:]
+    # the chart's first row is the site blocked on both networks
+    first_row = page[page.index('<div class="gr"><a class="lbl"'):]
+    assert first_row.startswith('<div class="gr"><a class="lbl" href="#site-0" title="https://charter97.org/">')
+    assert 'class="k-since"' in page and 'class="k-measured"' not in page
 
 
-def _png_size(png: bytes) -> tuple[int, int]:
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-
-
-def test_heat_map_grows_with_the_number_of_sites():
-    def fake(n_sites: int):
-        return [{"measurement_id": f"{s}-{d}", "url": f"https://site{s}.by/", "domain": f"site{s}.by", "cc": "BY",
-                 "asn": "AS6697", "measured_at": _when(d, 10), "verdict": "ok" if (s + d) % 3 else "tls.reset"}
-                for s in range(n_sites) for d in (1, 2, 3)]
-
-    small = heatmap.heatmap_png(fake(10))
-    big = heatmap.heatmap_png(fake(200))
-    assert small.verdicts == ["ok", "tls.reset"]
-    (_w1, h1), (_w2, h2) = _png_size(small.png), _png_size(big.png)
-    assert h2 > 10 * h1 / 2 and h2 / 200 >= 0.2 * heatmap.HEATMAP_DPI  # a 0.2 in row per site, at least
-    assert big.css_height == h2 * heatmap.HEATMAP_SHOW_DPI // heatmap.HEATMAP_DPI
-    huge = heatmap.heatmap_png(fake(1000))  # a whole global list: still a picture a browser can open
-    assert max(_png_size(huge.png)) <= heatmap.MAX_HEATMAP_PX + 100
+def test_html_with_one_run_has_one_date_column_and_no_history(unclear_db):
+    page = html.render_html(rep.build_report(rep.collect([unclear_db])))
+    assert page.count('<th class="k-') == 6  # site, verdict, blocked, confidence, measured, evidence
+    assert '<th class="k-measured">measured (UTC)</th>' in page
+    for key in ("since", "last", "agree", "seen", "network"):
+        assert f'class="k-{key}"' not in page
+    assert "History per site" not in page
+    assert "1 of 2 sites look blocked on BY/AS6697 (Beltelecom) (1 with high confidence), by method: " \
+           "http.blockpage 1; 1 more can&#x27;t tell" in page
 
 
 def test_terminal_report_shows_both_tables(rows):
@@ -347,6 +377,25 @@ def test_explain_an_ok_site_and_cyrillic_evidence(dbs):
     blocked = explain(dbs[0], "www.svaboda.org", db_option="beltelecom.db")
     assert CYRILLIC in blocked and "probe show https://www.svaboda.org/ --db beltelecom.db" in blocked
     assert confidence_words(0.55) == "medium (0.55)" and confidence_words(0.1) == "low (0.10)"
+
+
+def test_explain_says_no_confidence_for_an_error_and_cant_tell_without_control(dbs, unclear_db):
+    text = explain(dbs[1], "belsat.eu")
+    assert "Verdict:     error" in text and "no verdict possible" in text
+    assert "Confidence" not in text and "medium" not in text and "low (" not in text
+    assert "Confidence:  can't tell (no control to compare with" in explain(unclear_db, "belapan.by")
+
+
+def test_explain_json_is_machine_readable(dbs):
+    data = json.loads(explain_json(dbs[0], "charter97.org"))
+    assert (data["url"], data["verdict"], data["blocked"], data["confidence"]) == (
+        "https://charter97.org/", "tls.reset", True, 0.95)
+    assert data["confidence_level"] == "high" and data["db"] == "beltelecom.db"
+    assert data["network"] == {"cc": "BY", "asn": "AS6697", "name": "Beltelecom"}
+    assert data["evidence"][0] == {"text": "TLS handshake reset right after our ClientHello", "fields": {"n": 0}}
+    assert data["measured_at"] == _when(3, 10) and len(data["measurement_id"]) >= 8
+    assert data["layers"]["tls"]["rule_id"] == "tls.reset.rule"
+    assert json.loads(explain_json(dbs[1], "belsat.eu"))["confidence_level"] is None
 
 
 def test_explain_does_not_overclaim_a_weak_verdict():
@@ -424,6 +473,11 @@ def test_cli_explain(paths, tmp_path):
     runner = CliRunner()
     result = runner.invoke(explain_cmd, ["charter97.org", "--db", paths[1]])
     assert result.exit_code == 0 and "tcp.timeout" in result.output and f"--db {paths[1]}" in result.output
+    result = runner.invoke(explain_cmd, ["charter97.org", "--db", paths[1], "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["verdict"], data["blocked"], data["db"]) == ("tcp.timeout", True, "a1.db")
+    assert str(tmp_path) not in result.stdout
     result = runner.invoke(explain_cmd, ["nowhere.example", "--db", paths[1]])
     assert result.exit_code == 2 and "no measurement of nowhere.example" in result.stderr
     result = runner.invoke(explain_cmd, ["x", "--db", str(tmp_path / "missing.db")])
@@ -460,7 +514,7 @@ def test_cant_tell_is_null_in_json_and_said_in_every_human_format(unclear_db):
     assert report.cant_tell == 1 and report.layers["tcp"] == 0 and report.layers["http"] == 1
     assert report.counts == {"tcp.refused (can't tell)": 1, "http.blockpage": 1}
     md = markdown.render_markdown(report)
-    assert "| https://belapan.by/ | BY/AS6697 | tcp.refused | can't tell |" in md
+    assert "| https://belapan.by/ | tcp.refused | can't tell | can't tell |" in md  # one network: no column
     assert "| can't tell |  | 1 |" in md
     page = html.render_html(report)
     assert "tcp.refused?</span>" in page and "can&#x27;t tell" in page
@@ -475,9 +529,11 @@ def test_explain_says_cant_tell_and_how_to_get_a_control(unclear_db):
     assert "probe config set control URL" in text
 
 
-def test_a_heat_map_cell_that_cannot_tell_is_its_own_colour(unclear_db):
-    chart = heatmap.heatmap_png(rep.collect([unclear_db]))
-    assert "can't tell" in chart.verdicts and "tcp.refused" not in chart.verdicts
+def test_a_chart_cell_that_cannot_tell_is_hatched_not_red(unclear_db):
+    page = html.render_html(rep.build_report(rep.collect([unclear_db])))
+    cells = dict((href, cls) for cls, href in re.findall(r'<a class="c ([^"]+)" href="#([^"]+)"', page))
+    assert cells == {"site-0-0": "s-blocked q-high", "site-1-0": "s-cant_tell"}  # the blockpage first
+    assert "repeating-linear-gradient" in page.split("\n.s-cant_tell{", 1)[1].split("}", 1)[0]
 
 
 def test_tags_are_shown_and_explained(tmp_path):
@@ -491,3 +547,43 @@ def test_tags_are_shown_and_explained(tmp_path):
     assert "tcp.timeout (IPv4 only)" in markdown.render_markdown(rep.build_report(rows))
     assert "Note:        only the IPv4 addresses" in explain(db, "nashaniva.com")
     db.conn.close()
+
+
+# --- the terminal at 80 columns, through the real CLI ------------------------------------
+
+LONG_URLS = [
+    "https://www.svaboda.org/a/belarus-independent-media-blocked-2024/32921123.html",
+    "https://news.example.by/2024/05/03/an-article-with-a-very-long-slug-about-internet-censorship-in-belarus.html",
+]
+
+
+def test_the_table_fits_80_columns_without_chopping_urls(tmp_path):
+    plan = [*BELTELECOM, *((url, 3, 12, "tls.reset", 0.95, ["TLS handshake reset right after our ClientHello"])
+                          for url in LONG_URLS)]
+    make_db(tmp_path / "beltelecom.db", "BY", "AS6697", "Beltelecom", plan).conn.close()
+    make_db(tmp_path / "a1.db", "BY", "AS25106", "A1 <Velcom>", A1).conn.close()
+    rc, out, err = probe_sync("report", "--db", str(tmp_path / "beltelecom.db"), "--db", str(tmp_path / "a1.db"),
+                              env={"COLUMNS": "80"})
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("6 of 7 sites look blocked on BY/AS6697 (Beltelecom) (5 with high"), lines[0]
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert str(tmp_path) not in out  # no path of the machine, only file names
+    for url in {p[0] for p in plan + A1}:
+        shown = url.removeprefix("https://")
+        if len(shown) <= 78:
+            assert any(shown in line for line in lines), shown  # whole, on one line
+        else:  # longer than the terminal: folded at its width, never into narrow pieces
+            (i,) = [i for i, line in enumerate(lines) if line.startswith(shown[:20])]
+            pieces = [lines[i]]
+            while len("".join(pieces)) < len(shown):
+                pieces.append(lines[i + len(pieces)])
+            assert "".join(pieces) == shown and all(len(p) >= 20 for p in pieces[:-1]), pieces
+    # the order: blocked sites first
+    assert out.index("charter97.org/") < out.index("belsat.eu/") < out.index("gone.example.by/")
+
+
+def test_the_table_on_a_wide_terminal_is_one_table(paths):
+    rc, out, err = probe_sync("report", "--db", paths[0], "--db", paths[1], env={"COLUMNS": "200"})
+    assert rc == 0, err
+    assert "┃ site" in out and "verdicts seen" in out and max(len(line) for line in out.splitlines()) <= 200

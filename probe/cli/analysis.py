@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from probe.analysis.fingerprints import (
     load_fingerprints,
     saved_response,
 )
-from probe.cli.common import DEFAULT_DB, fail
+from probe.cli.common import DB_HELP, existing_db, fail
 from probe.measure.http import fetch_url
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 
@@ -31,12 +32,14 @@ def _fingerprints(path: str | None):
 
 
 @click.command("analyze")
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None, help=DB_HELP)
 @click.option("--run", "run_id", default=None, help="Only this run.")
 @click.option("--fingerprints", "fp_path", type=click.Path(), default=None,
               help="Another fingerprint file (same columns as probe/analysis/fingerprints.csv).")
 @click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
-def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None, lab_network: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object on stdout, for scripts.")
+def analyze_cmd(db_path: Path | None, run_id: str | None, fp_path: str | None, lab_network: tuple[str, ...],
+                as_json: bool) -> None:
     """Derive (again) the verdict of every measurement from its raw observations."""
     from probe.analysis.analyze import analyze_db
     from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS
@@ -46,14 +49,18 @@ def analyze_cmd(db_path: Path, run_id: str | None, fp_path: str | None, lab_netw
     except PlanError as exc:
         fail(str(exc))
 
-    if not db_path.exists():
-        fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+    db_path = existing_db(db_path)
     try:
         db = store.open_db(db_path, create=False)
     except store.StoreError as exc:
         fail(str(exc))
     fps = _fingerprints(fp_path)
     summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets)
+    if as_json:
+        click.echo(json.dumps({"classifier_version": CLASSIFIER_VERSION, "measurements": summary.measurements,
+                               "by_verdict": dict(summary.by_verdict), "cant_tell": dict(summary.cant_tell),
+                               "low_confidence_blocked": summary.weak_blocked, "run_id": run_id}))
+        return
     table = Table(title=f"{summary.measurements} measurements classified (classifier {CLASSIFIER_VERSION})")
     table.add_column("verdict")
     table.add_column("blocked")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from probe.cli.common import fail
+from probe.cli.common import fail, shown_path
 from probe.core import userconfig
+from probe.core.i18n import _
 
 
 @click.group("config")
@@ -26,7 +27,7 @@ def set_cmd(key: str, values: tuple[str, ...]) -> None:
         path = userconfig.set_values(key, list(values))
     except userconfig.ConfigError as exc:
         fail(exc)
-    click.echo(f"{key} = {', '.join(values)} (in {path})")
+    click.echo(_("{key} = {values} (in {path})").format(key=key, values=", ".join(values), path=shown_path(path)))
 
 
 @config_group.command("get")
@@ -48,7 +49,7 @@ def unset_cmd(key: str) -> None:
         userconfig.set_values(key, [])
     except userconfig.ConfigError as exc:
         fail(exc)
-    click.echo(f"{key} unset")
+    click.echo(_("{key} unset").format(key=key))
 
 
 @config_group.command("show")
@@ -58,9 +59,11 @@ def show_cmd() -> None:
         values = userconfig.show()
     except userconfig.ConfigError as exc:
         fail(exc)
-    click.echo(f"# {userconfig.config_path()}")
+    click.echo(f"# {shown_path(userconfig.config_path())}")
+    unset = _("(unset)")
     for key, vals in values.items():
-        click.echo(f"{key} = {', '.join(vals) if vals else '(unset)'}    # {userconfig.KEYS[key]}")
+        shown = ", ".join(vals) if vals else unset
+        click.echo(f"{key} = {shown}    # {_(userconfig.KEYS[key])}")
 
 
 @config_group.command("path")

@@ -14,12 +14,15 @@ import click
 
 from probe import __version__, store
 from probe.cli.analysis import analyze_cmd, fingerprints_group
-from probe.cli.common import fail
+from probe.cli.browse import browse_cmd
+from probe.cli.common import add_common_options, choose_language, fail
 from probe.cli.config import config_group
+from probe.cli.consent import notice_cmd
 from probe.cli.control import control_group
 from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
 from probe.cli.report import explain_cmd, report_cmd
 from probe.cli.run import run
+from probe.cli.schedule import schedule_group
 from probe.cli.show import show
 from probe.cli.targets import targets_group
 
@@ -28,6 +31,13 @@ class ProbeGroup(click.Group):
     """The root group: a storage failure that reaches it (the database went read-only,
     the disk filled up, another program held the lock) ends in one line and exit code
     2 whichever command met it; each command says more where it knows more."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # Before any option is parsed: the language of the volunteer's config or locale
+        # (`--lang` on any command overrides it), so that even a usage error is in it.
+        choose_language()
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,7 +61,8 @@ def main() -> None:
     """
 
 
-
 for command in (run, show, targets_group, control_group, config_group, analyze_cmd, fingerprints_group,
-                report_cmd, explain_cmd, import_ooni_cmd, export_ooni_cmd):
+                report_cmd, explain_cmd, import_ooni_cmd, export_ooni_cmd, browse_cmd, schedule_group,
+                notice_cmd):
     main.add_command(command)
+add_common_options(main)

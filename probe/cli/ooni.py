@@ -8,13 +8,14 @@ ends as one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
 from probe import store
-from probe.cli.common import DEFAULT_DB, fail
+from probe.cli.common import existing_db, fail, resolve_db
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 from probe.ooni.database import (
     ImportSummary,
@@ -29,7 +30,13 @@ from probe.store import StoreError
 MAX_MESSAGES = 20  # per file: enough to find the bad lines without flooding the terminal
 
 
-def _report(summary: ImportSummary) -> None:
+def _report(summary: ImportSummary, as_json: bool = False) -> None:
+    if as_json:  # one object per file, every message: a script reads it all
+        click.echo(json.dumps({"source": summary.source, "imported": summary.imported,
+                               "duplicates": summary.duplicates, "skipped": summary.skipped,
+                               "errors": summary.errors, "usable": summary.usable, "run_ids": summary.run_ids,
+                               "messages": summary.messages}, ensure_ascii=False))
+        return
     for message in summary.messages[:MAX_MESSAGES]:
         click.echo(f"warning: {summary.source}: {message}", err=True)
     if len(summary.messages) > MAX_MESSAGES:
@@ -39,11 +46,12 @@ def _report(summary: ImportSummary) -> None:
 
 @click.command("import-ooni")
 @click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
-              help="Database to import into (created if missing).")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None,
+              help="Database to import into (created if missing). [default: as for `probe run`]")
 @click.option("--lab-network", multiple=True, metavar="CIDR",
               help=LAB_NETWORK_HELP + " Recorded with the imported runs.")
-def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout, for scripts.")
+def import_ooni_cmd(files: tuple[Path, ...], db_path: Path | None, lab_network: tuple[str, ...], as_json: bool) -> None:
     """Import OONI web_connectivity measurements (JSONL, JSON, or .jsonc test data).
 
     Each measurement becomes the same rows `probe run` writes, in one finished run per
@@ -58,7 +66,7 @@ def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[s
         if not f.is_file():
             fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
     try:
-        db = store.open_db(db_path)
+        db = store.open_db(resolve_db(db_path))
     except StoreError as exc:
         fail(exc)
     unusable: list[Path] = []
@@ -67,7 +75,7 @@ def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[s
             summary = import_ooni(db, f, source=str(f), lab_networks=nets)
         except OoniImportError as exc:
             fail(exc)
-        _report(summary)
+        _report(summary, as_json)
         if summary.usable == 0:
             unusable.append(f)
     if unusable:
@@ -76,18 +84,18 @@ def import_ooni_cmd(files: tuple[Path, ...], db_path: Path, lab_network: tuple[s
 
 
 @click.command("export-ooni")
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
-              help="Database to export from.")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None,
+              help="Database to export from. [default: as for `probe run`]")
 @click.option("--run", "run_id", default=None, metavar="RUN_ID", help="Only this run (an id or its prefix).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Write JSONL here instead of to standard output.")
-def export_ooni_cmd(db_path: Path, run_id: str | None, output: Path | None) -> None:
+def export_ooni_cmd(db_path: Path | None, run_id: str | None, output: Path | None) -> None:
     """Export measurements as OONI web_connectivity JSONL, one per line.
 
     Observations only: OONI's verdict keys (blocking, accessible, ...) are null.
     """
     try:
-        db = store.open_db(db_path, readonly=True)
+        db = store.open_db(existing_db(db_path), readonly=True)
     except StoreError as exc:
         fail(exc)
     to_stdout = output is None or str(output) == "-"

@@ -8,8 +8,9 @@ functions below, which raise ReportError with that line.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ import click
 import sqlite_utils
 
 from probe import store
-from probe.cli.common import DEFAULT_DB, fail
+from probe.cli.common import db_flag, default_db, fail, resolve_db
 from probe.report import html, markdown, tables, terminal
 from probe.report import model as rep
-from probe.report.explain import NothingToExplain, explain_measurement
+from probe.report.explain import NothingToExplain, explain_json, explain_measurement
 from probe.store import StoreError
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
@@ -48,7 +49,7 @@ def close_all(dbs: Sequence[sqlite_utils.Database]) -> None:
 
 
 def _db_flag(path: Path) -> str:
-    return "" if Path(path) == DEFAULT_DB else f" --db {path}"
+    return db_flag(Path(path))
 
 
 def load_rows(
@@ -86,22 +87,28 @@ def render_text(fmt: str, rows: list[rep.Row], sources: Sequence[str]) -> str:
     if fmt == "markdown":
         return markdown.render_markdown(report)
     if fmt == "html":
-        try:
-            return html.render_html(report)
-        except ImportError as exc:
-            raise ReportError(f"the HTML report needs matplotlib ({exc.name} is missing): "
-                              "pip install matplotlib") from None
+        return html.render_html(report)
     raise ReportError(f"unknown format {fmt}")
 
 
+def table_width(tty: bool, to_file: bool, environ: Mapping[str, str]) -> int | None:
+    """The width to fit the table to: the terminal's own (None: rich asks it); for a
+    pipe, COLUMNS when set (a pager, `watch`, a test at 80 columns), else 200; a file
+    is not read on a terminal, so 200."""
+    if tty:
+        return None
+    columns = environ.get("COLUMNS", "")
+    return int(columns) if not to_file and columns.isdigit() and int(columns) > 0 else 200
+
+
 def render_table(rows: list[rep.Row], sources: Sequence[str], file: Any | None) -> None:
-    """Rich tables, coloured on a terminal; plain and wide enough in a file or pipe."""
+    """Rich tables, coloured on a terminal and fitted to its width; plain in a file or pipe."""
     from rich.console import Console
 
     target = file if file is not None else sys.stdout
     tty = hasattr(target, "isatty") and target.isatty()
-    console = Console(file=target, width=None if tty else 200, force_terminal=None if tty else False,
-                      no_color=not tty)
+    console = Console(file=target, width=table_width(tty, file is not None, os.environ),
+                      force_terminal=None if tty else False, no_color=not tty)
     terminal.render_terminal(rep.build_report(rows, sources), console)
 
 
@@ -110,7 +117,8 @@ def write_report(paths: Sequence[Path], fmt: str, output: Path | None, classifie
     dbs = open_databases(paths)
     try:
         rows, notes = load_rows(dbs, paths, classifier_version)
-        sources = [str(p) for p in dict.fromkeys(paths)]
+        # file names only: a report is mailed and published, a path names the account
+        sources = [rep.db_name(str(p)) for p in dict.fromkeys(paths)]
         if fmt == "table":
             if output is None:
                 render_table(rows, sources, None)
@@ -139,11 +147,11 @@ def _open_output(path: Path):
 
 
 @click.command("report")
-@click.option("--db", "db_paths", multiple=True, type=click.Path(path_type=Path), default=(DEFAULT_DB,),
-              show_default=True, help="Database to report on; repeat to merge several volunteers' databases.")
+@click.option("--db", "db_paths", multiple=True, type=click.Path(path_type=Path), default=(),
+              help="Database to report on; repeat to merge several volunteers' databases. [default: as for `probe run`]")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table (terminal), json (one object per measurement), csv, markdown, or html "
-                   "(one self-contained file with a heat map).")
+                   "(one self-contained file with a chart of sites x networks).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write to this file instead of the screen.")
 @click.option("--classifier-version", default=None, metavar="VERSION",
@@ -154,7 +162,7 @@ def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classi
     Reads the verdicts written by `probe analyze`; several --db are merged.
     """
     try:
-        notes = write_report(db_paths, fmt, output, classifier_version)
+        notes = write_report(db_paths or (default_db(),), fmt, output, classifier_version)
     except ReportError as exc:
         fail(str(exc))
     for note in notes:
@@ -163,22 +171,28 @@ def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classi
 
 @click.command("explain")
 @click.argument("url")
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
-              help="Database the measurement is in.")
-def explain_cmd(url: str, db_path: Path) -> None:
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None,
+              help="Database the measurement is in. [default: as for `probe run`]")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (url, verdict, blocked, confidence, evidence, measurement id, network, ...) "
+                   "instead of words.")
+def explain_cmd(url: str, db_path: Path | None, as_json: bool = False) -> None:
     """Explain in plain words the latest verdict for URL (a URL, host name or measurement id)."""
     try:
-        text = explain_text(db_path, url)
+        text = explain_text(resolve_db(db_path), url, as_json=as_json)
     except ReportError as exc:
         fail(str(exc))
     click.echo(text, nl=False)
 
 
-def explain_text(db_path: Path, ref: str) -> str:
-    """Open, explain, close; "nothing to explain" becomes a one-line error."""
+def explain_text(db_path: Path, ref: str, as_json: bool = False) -> str:
+    """Open, explain (in words, or as JSON), close; "nothing to explain" becomes a
+    one-line error."""
     (db,) = open_databases([db_path])
     try:
-        option = None if Path(db_path) == DEFAULT_DB else str(db_path)
+        if as_json:
+            return explain_json(db, ref)
+        option = db_flag(Path(db_path)).removeprefix(" --db ") or None
         return explain_measurement(db, ref, db_option=option)
     except NothingToExplain as exc:
         raise ReportError(str(exc)) from None

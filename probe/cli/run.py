@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -19,14 +20,22 @@ from rich.console import Console
 
 from probe import store
 from probe.cli.common import (
-    DEFAULT_DB,
-    DEFAULT_TARGETS,
+    DB_HELP,
     EXIT_INTERRUPTED,
+    db_flag,
+    default_targets,
     fail,
     open_db_or_fail,
+    resolve_db,
     resolver_option,
+    say,
+    shown_path,
 )
+from probe.cli.consent import ensure_consent
+from probe.cli.targets import ALLOW_PRIVATE_HELP, refuse_risky_targets
+from probe.core import i18n, units, userconfig
 from probe.core.addresses import format_hostport, is_ip, split_hostport
+from probe.core.i18n import N_, _, ngettext
 from probe.measure.control import HelperInfo
 from probe.measure.dns import system_resolvers
 from probe.measure.plan import (
@@ -35,10 +44,12 @@ from probe.measure.plan import (
     NothingToResume,
     PlanError,
     config_from_json,
+    network_difference,
     notice,
     parse_duration,
     parse_lab_networks,
     plan_new_run,
+    recall_own_address,
     resume_plan,
 )
 from probe.measure.url import ProbeConfig
@@ -47,9 +58,9 @@ from probe.targets.lists import TargetError, filter_targets, load_targets
 
 @click.command()
 @click.option("--targets", "targets_path", type=click.Path(path_type=Path), default=None,
-              help="Target list: one URL per line (optional category and note), or a Citizen Lab CSV. [default: targets.txt]")
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
-              help="SQLite database the results go into.")
+              help="Target list: one URL per line (optional category and note), or a Citizen Lab CSV. "
+                   "[default: `probe config set list`, else the list that comes with the probe]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None, help=DB_HELP)
 @click.option("--control", "control_urls", multiple=True, metavar="URL",
               help="Control helper (`probe control serve`, or ooni+https://HOST for an OONI test helper) on an "
                    "uncensored network; repeat to name fallbacks, used in order. [default: the list's "
@@ -60,10 +71,17 @@ from probe.targets.lists import TargetError, filter_targets, load_targets
 @click.option("--no-control", is_flag=True,
               help="Measure without a control helper: failures a site that is down would also show are then "
                    "reported as \"can't tell\".")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="URLs measured at the same time.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="URLs measured at the same time. [default: `probe config set concurrency`, else 8]")
 @click.option("--max-runtime", default=None, metavar="DURATION",
-              help="Stop after this long (e.g. 10m); URLs in flight are left for --resume.")
+              help="Stop after this long (e.g. 10m); URLs in flight are left for --resume. "
+                   "[default: `probe config set max-runtime`, else none]")
+@click.option("--max-bytes", default=None, metavar="SIZE",
+              help="Stop when the run has downloaded this much (e.g. 200MB): a data cap for metered links; URLs in "
+                   "flight are left for --resume. [default: `probe config set max-bytes`, else none]")
+@click.option("--yes", "yes", is_flag=True,
+              help="Accept the notice of what a run does and its risks without being asked (for automation; "
+                   "`probe notice` shows it).")
 @click.option("--resume", is_flag=True, help="Continue the last interrupted run with the targets it has not measured.")
 @click.option("--run-id", default=None, help="With --resume: the run to continue (default: the latest unfinished).")
 @click.option("--list", "list_only", is_flag=True, help="Show what would be measured, and stop.")
@@ -92,16 +110,19 @@ from probe.targets.lists import TargetError, filter_targets, load_targets
                    "is evidence of injection. [default: the control helper's address, else 192.0.2.53]")
 @click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
 @click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
+@click.option("--allow-private-targets", is_flag=True, help=ALLOW_PRIVATE_HELP)
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
     targets_path: Path | None,
-    db_path: Path,
+    db_path: Path | None,
     control_urls: tuple[str, ...],
     no_portal_check: bool,
     no_control: bool,
-    concurrency: int,
+    concurrency: int | None,
     max_runtime: str | None,
+    max_bytes: str | None,
+    yes: bool,
     resume: bool,
     run_id: str | None,
     list_only: bool,
@@ -122,34 +143,46 @@ def run(
     no_dns_sink: bool,
     lab_network: tuple[str, ...],
     timeout_scale: float,
+    allow_private_targets: bool,
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
-    runtime = parse_or_fail(max_runtime)
+    started = time.monotonic()
+    limits = _limits(concurrency, max_runtime, max_bytes)
     # --max-runtime counts from now: loading the list and the checks before measuring
     # are part of the time a volunteer (or a schedule) gave the run.
-    deadline = time.monotonic() + runtime if runtime else None
+    limits.deadline = started + limits.runtime if limits.runtime else None
+    db_path = resolve_db(db_path)
     if no_control and control_urls:
-        fail("--control and --no-control contradict each other")
+        fail(_("--control and --no-control contradict each other"))
     if resume:
         if targets_path is not None or list_only:
-            fail("--resume continues a stored run; it takes no --targets or --list")
-        _resume(db_path, run_id, list(control_urls), no_control, concurrency, deadline, json_logs, no_portal_check)
+            fail(_("--resume continues a stored run; it takes no --targets or --list"))
+        ensure_consent(yes, db_path, json_logs)
+        _resume(db_path, run_id, list(control_urls), no_control, limits, json_logs, no_portal_check)
         return
 
-    path = targets_path or DEFAULT_TARGETS
+    if targets_path is not None:
+        path, list_name = targets_path, shown_path(targets_path)
+    else:
+        path, list_name = default_targets()
+    with i18n.english():  # how the run record names the list: the same in every language
+        stored_name = list_name if targets_path is not None else default_targets()[1]
     warnings: list[str] = []
     try:
         targets = load_targets(path, skip_invalid=skip_invalid, warn=warnings.append)
     except TargetError as exc:
         fail(str(exc))
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        say(_("warning: {message}").format(message=w), level=-1)
     targets = filter_targets(targets, exclude_category)
+    refuse_risky_targets(targets, _networks(lab_network), allow_private_targets, path, listing=list_only)
     if list_only:
         _print_list(targets, json_logs)
         return
     if not targets:
-        fail(f"{path}: no targets to measure" + (" after --exclude-category" if exclude_category else ""))
+        fail(_("{list}: no targets to measure").format(list=list_name)
+             + (_(" after --exclude-category") if exclude_category else ""))
+    ensure_consent(yes, db_path, json_logs)
 
     scale = timeout_scale
     base = ProbeConfig()
@@ -176,6 +209,7 @@ def run(
         plan = asyncio.run(
             plan_new_run(
                 targets_path=path,
+                targets_name=stored_name,
                 target_count=len(targets),
                 config=config,
                 control_urls=controls,
@@ -191,14 +225,57 @@ def run(
     except PlanError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("stopped before the run started", EXIT_INTERRUPTED)
-    text = notice(plan, len(targets), db_path, store_ip)
+        fail(_("stopped before the run started"), EXIT_INTERRUPTED)
+    previous = store.list_runs(db, limit=1)
+    with i18n.english():  # what is kept with the run, and told to scripts, is English
+        moved = network_difference(previous[0] if previous else None, plan.run)
+    if moved:
+        run_words = {"run": previous[0]["run_id"][:8]}
+        plan.add_note(NETWORK_MOVED.format(what="; ".join(moved), **run_words),
+                      _(NETWORK_MOVED).format(what="; ".join(network_difference(previous[0], plan.run)), **run_words))
+    text = notice(plan, len(targets), shown_path(db_path), store_ip, list_name)
     if json_logs:
-        click.echo(json.dumps({"event": "notice", "text": text, "run_id": plan.run["run_id"]}, ensure_ascii=False))
+        click.echo(json.dumps({"event": "notice", "text": text, "run_id": plan.run["run_id"],
+                               "network_changed_since_last_run": moved or None}, ensure_ascii=False))
     else:
-        click.echo(text, err=True)
+        say(text)
+        say(_("results go to: {path}").format(path=shown_path(db_path)), level=-1)
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
-    _execute(db, db_path, plan.run, plan.config, plan.controls, concurrency, deadline, json_logs)
+    _execute(db, db_path, plan.run, plan.config, plan.controls, limits, json_logs)
+
+
+NETWORK_MOVED = N_("this network is not the one of the last run ({run}): {what}. A VPN, or another connection? "
+                   "Reports keep the two networks apart.")
+
+
+@dataclass
+class Limits:
+    """How much a run may take: sites at once, time, data (flags, else the config file)."""
+
+    concurrency: int = 8
+    runtime: float | None = None
+    max_bytes: int | None = None
+    deadline: float | None = None  # monotonic time, from the command's start
+
+
+def _limits(concurrency: int | None, max_runtime: str | None, max_bytes: str | None) -> Limits:
+    def configured(key: str) -> str | None:
+        try:
+            return userconfig.value(key)
+        except userconfig.ConfigError as exc:
+            fail(exc)
+
+    limits = Limits()
+    limits.concurrency = concurrency or int(configured("concurrency") or 8)
+    runtime_text = max_runtime or configured("max-runtime")
+    limits.runtime = parse_or_fail(runtime_text)
+    size_text = max_bytes or configured("max-bytes")
+    if size_text:
+        try:
+            limits.max_bytes = units.parse_size(size_text)
+        except ValueError as exc:
+            fail(exc)
+    return limits
 
 
 def _control_sources(cli: tuple[str, ...], no_control: bool, targets: Path) -> tuple[list[str], str | None]:
@@ -250,7 +327,7 @@ def _sink_address(dns_sink: str | None, control_url: str | None) -> str | None:
     if dns_sink:
         host, port = split_hostport(dns_sink)
         if not is_ip(host):
-            fail(f"invalid --dns-sink {dns_sink!r} (use an IP address)")
+            fail(_("invalid --dns-sink {value!r} (use an IP address)").format(value=dns_sink))
         return format_hostport(host, port)
     if not control_url:
         return NO_CONTROL_SINK
@@ -286,11 +363,13 @@ def _time_left(deadline: float | None) -> float | None:
 def _storage_stopped(db, summary, resume_hint: str) -> None:
     """The database refused a write: stop in one line with what is safe, what is left,
     and (for a full disk) how much room to make before resuming."""
-    stored = f"{summary.measured} measured in this run are stored and safe, {summary.not_measured} targets are left"
+    stored = _("{measured} measured in this run are stored and safe, {left} targets are left").format(
+        measured=summary.measured, left=summary.not_measured)
     if summary.disk_full:
         need = store.space_needed(db, summary.not_measured)
-        fail(f"{summary.storage_error}: {stored}; free about {_megabytes(need)} there, then: {resume_hint}")
-    fail(f"{summary.storage_error}: {stored}; then: {resume_hint}")
+        fail(_("{error}: {stored}; free about {size} there, then: {command}").format(
+            error=summary.storage_error, stored=stored, size=_megabytes(need), command=resume_hint))
+    fail(_("{error}: {stored}; then: {command}").format(error=summary.storage_error, stored=stored, command=resume_hint))
 
 
 def _megabytes(n: int) -> str:
@@ -313,20 +392,21 @@ def _print_list(targets, json_logs: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(targets)} targets would be measured")
+    table = Table(title=ngettext("{n} target would be measured", "{n} targets would be measured",
+                                 len(targets)).format(n=len(targets)))
     table.add_column("#", justify="right")
-    table.add_column("url")
-    table.add_column("category")
-    table.add_column("note")
+    table.add_column(_("url"))
+    table.add_column(_("category"))
+    table.add_column(_("note"))
     for i, t in enumerate(targets, 1):
         table.add_row(str(i), t.url, t.category or "", t.note or "")
     Console().print(table)
 
 
-def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, concurrency: int,
-            deadline: float | None, json_logs: bool, no_portal_check: bool = False) -> None:
+def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, limits: Limits,
+            json_logs: bool, no_portal_check: bool = False) -> None:
     if not db_path.exists():
-        fail(f"{db_path}: no such database; nothing to resume")
+        fail(_("{path}: no such database; nothing to resume").format(path=shown_path(db_path)))
     db = open_db_or_fail(db_path, create=False)
     lock = _hold_run_lock(db_path)  # noqa: F841 - held until the command ends
     try:
@@ -344,6 +424,7 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
             asyncio.run(refuse_portal(config))
         except PlanError as exc:
             fail(str(exc))
+    asyncio.run(recall_own_address(config))  # never stored: to keep it out of the pages stored from now on
     urls = [] if no_control else (control_urls or config.controls
                                   or ([run_row["control_url"]] if run_row["control_url"] else []))
     controls: list[HelperInfo] = []
@@ -354,32 +435,37 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
         if not controls:
             fail(unreachable_message(problems))
     left = store.count_targets(db, run_row["run_id"])
-    msg = f"resuming run {run_row['run_id'][:8]}: {left['pending'] + left['not_measured']} targets left"
+    n = left["pending"] + left["not_measured"]
+    msg = ngettext("resuming run {run}: {n} target left", "resuming run {run}: {n} targets left", n).format(
+        run=run_row["run_id"][:8], n=n)
     if json_logs:
-        click.echo(json.dumps({"event": "resume", "run_id": run_row["run_id"], "text": msg}))
+        click.echo(json.dumps({"event": "resume", "run_id": run_row["run_id"], "text": msg}, ensure_ascii=False))
     else:
-        click.echo(msg, err=True)
+        say(msg)
+        say(_("results go to: {path}").format(path=shown_path(db_path)), level=-1)
     store.set_run_status(db, run_row["run_id"], "running", finished=False)
-    _execute(db, db_path, run_row, config, controls, concurrency, deadline, json_logs)
+    _execute(db, db_path, run_row, config, controls, limits, json_logs)
 
 
 def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: list,
-             concurrency: int, deadline: float | None, json_logs: bool) -> None:
-    from probe.analysis.hints import quick_anomaly
+             limits: Limits, json_logs: bool) -> None:
+    from probe.analysis.hints import RunningHint
+    from probe.cli.common import verbosity
     from probe.cli.progress import JsonReporter, PlainReporter, RichReporter
     from probe.measure.runner import Reporter, run_targets
 
+    hint = RunningHint(config.lab_networks)
     reporter: Reporter
     if json_logs:
-        reporter = JsonReporter(quick_anomaly)
+        reporter = JsonReporter(hint)
     elif sys.stderr.isatty():
-        reporter = RichReporter(quick_anomaly)
+        reporter = RichReporter(hint, verbosity=verbosity())
     else:
-        reporter = PlainReporter(quick_anomaly)
+        reporter = PlainReporter(hint, verbosity=verbosity())
 
     def switched(old: str, new: str) -> None:
         if not json_logs:
-            click.echo(f"control helper {old} stopped answering; using {new}", err=True)
+            say(_("control helper {old} stopped answering; using {new}").format(old=old, new=new))
 
     async def measure_all(control) -> list:
         """Run after run: when this computer's network changes, what is left continues
@@ -390,20 +476,25 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         summaries = []
         while True:
             row = run_row
-            summary = await run_targets(db, row["run_id"], config, control=control, concurrency=concurrency,
-                                        reporter=reporter, max_runtime=_time_left(deadline))
+            summary = await run_targets(db, row["run_id"], config, control=control, concurrency=limits.concurrency,
+                                        reporter=reporter, max_runtime=_time_left(limits.deadline),
+                                        max_bytes=limits.max_bytes)
             summaries.append(summary)
             if summary.status != "network_changed":
                 return summaries
             new_row = await next_run_after_change(row, config, summary.network_change)
             moved = store.split_run(db, row["run_id"], new_row)
             run_row = new_row
-            say = (f"this computer's network changed ({', '.join(summary.network_change)}): run {row['run_id'][:8]} "
-                   f"ends here ({summary.marked} measurements were in flight and are marked); {moved} targets "
-                   f"continue as run {new_row['run_id'][:8]} on the new network")
-            click.echo(json.dumps({"event": "network_changed", "run_id": row["run_id"], "next_run_id": new_row["run_id"],
-                                   "changed": summary.network_change, "marked": summary.marked, "moved": moved})
-                       if json_logs else say, err=not json_logs)
+            words = _("this computer's network changed ({what}): run {run} ends here ({marked} measurements were in "
+                      "flight and are marked); {moved} targets continue as run {next} on the new network").format(
+                what=", ".join(summary.network_change), run=row["run_id"][:8], marked=summary.marked, moved=moved,
+                next=new_row["run_id"][:8])
+            if json_logs:
+                click.echo(json.dumps({"event": "network_changed", "run_id": row["run_id"],
+                                       "next_run_id": new_row["run_id"], "changed": summary.network_change,
+                                       "marked": summary.marked, "moved": moved}))
+            else:
+                say(words, level=-1)
 
     async def go():
         if controls:
@@ -414,7 +505,7 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
             clients = []
             for info in controls:
                 client = ControlClient(info.url, timeout=config.control_timeout, ssl_context=ctx,
-                                       retry_budget=config.control_retry_budget, concurrency=concurrency)
+                                       retry_budget=config.control_retry_budget, concurrency=limits.concurrency)
                 client.use_grant(info.grant)
                 clients.append(client)
             async with ControlChain(clients, on_switch=switched) as chain:
@@ -425,27 +516,42 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         summaries = asyncio.run(go())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before handlers were installed
         store.set_run_status(db, run_row["run_id"], "interrupted")
-        click.echo(f"\nstopped. Resume with: probe run --resume --db {db_path}", err=True)
+        click.echo("\n" + _("stopped. Resume with: {command}").format(
+            command=f"probe run --resume{db_flag(db_path)}"), err=True)
         sys.exit(EXIT_INTERRUPTED)
-    resume_hint = f"probe run --resume --db {db_path}"
+    resume_hint = f"probe run --resume{db_flag(db_path)}"
     if summaries[-1].storage_error:
         _storage_stopped(db, summaries[-1], resume_hint)
     for summary in summaries:
         if not json_logs:
-            line = (f"run {summary.run_id[:8]} {summary.status}: {summary.measured} measured"
-                    f" in {summary.elapsed_s:.1f}s, {reporter.anomalies} with anomalies")
+            line = _("run {run} {status}: {measured} measured in {seconds}s").format(
+                run=summary.run_id[:8], status=_(STATUS_WORDS.get(summary.status, summary.status)),
+                measured=summary.measured, seconds=f"{summary.elapsed_s:.1f}")
+            if summary.bytes_used:
+                line += _(", {size} downloaded").format(size=units.format_size(summary.bytes_used))
             if summary.not_measured and summary.status != "network_changed":
-                line += f"; {summary.not_measured} not measured. Resume with: {resume_hint}"
-            click.echo(line, err=True)
+                line += "; " + _("{n} not measured. Resume with: {command}").format(
+                    n=summary.not_measured, command=resume_hint)
+            say(line, level=-1)
             _say_lost_controls(summary)
         if summary.measured:
             control_stats = {"retried": summary.controls_retried, "recovered": summary.controls_recovered,
                              "lost": dict(summary.lost_controls)} if controls else None
             _verdicts_of_run(db, db_path, summary.run_id, json_logs, control_stats)
     if not json_logs:
-        click.echo(f"see the evidence: probe show --db {db_path} URL", err=True)
+        say(_("see the evidence: {command}").format(command=f"probe show{db_flag(db_path)} URL"))
     if summaries[-1].status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
+
+
+# How a run ended, in words (the status codes themselves stay as stored).
+STATUS_WORDS = {
+    "finished": N_("finished"),
+    "interrupted": N_("interrupted"),
+    "timed_out": N_("stopped at --max-runtime"),
+    "data_cap": N_("stopped at the data cap (--max-bytes)"),
+    "network_changed": N_("ended by a network change"),
+}
 
 
 def _say_lost_controls(summary) -> None:
@@ -454,12 +560,14 @@ def _say_lost_controls(summary) -> None:
     lost = sum(summary.lost_controls.values())
     if summary.controls_retried:
         n = summary.controls_retried
-        click.echo(f"control: {n} {'answer was' if n == 1 else 'answers were'} lost at first and asked again at "
-                   f"the end; {summary.controls_recovered} came back", err=True)
+        say(ngettext("control: {n} answer was lost at first and asked again at the end; {back} came back",
+                     "control: {n} answers were lost at first and asked again at the end; {back} came back",
+                     n).format(n=n, back=summary.controls_recovered))
     if lost:
-        why = "; ".join(f"{n} {REASONS.get(r, r)}" for r, n in summary.lost_controls.most_common())
-        click.echo(f"control: {lost} {'site has' if lost == 1 else 'sites have'} no control answer ({why}); "
-                   f"{'its verdict rests' if lost == 1 else 'their verdicts rest'} on local evidence only", err=True)
+        why = "; ".join(f"{n} {_(REASONS[r]) if r in REASONS else r}" for r, n in summary.lost_controls.most_common())
+        say(ngettext("control: {n} site has no control answer ({why}); its verdict rests on local evidence only",
+                     "control: {n} sites have no control answer ({why}); their verdicts rest on local evidence only",
+                     lost).format(n=lost, why=why))
 
 
 def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_stats: dict | None = None) -> None:
@@ -477,7 +585,8 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_st
         for stale in store.runs_without_verdicts(db, CLASSIFIER_VERSION):
             analyze_db(db, run_id=stale)
     except Exception as exc:
-        click.echo(f"could not classify the run ({exc}); try: probe analyze --db {db_path}", err=True)
+        say(_("could not classify the run ({error}); try: {command}").format(
+            error=exc, command=f"probe analyze{db_flag(db_path)}"), level=-1)
         return
     if json_logs:
         click.echo(json.dumps({"event": "verdicts", "run_id": run_id, "counts": dict(counts),
@@ -488,30 +597,34 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_st
     def listed(c: dict) -> str:
         return f" ({', '.join(f'{v} {n}' for v, n in sorted(c.items(), key=lambda kv: -kv[1]))})" if c else ""
 
+    total = sum(counts.values())
     blocked = {v: n - result.cant_tell.get(v, 0) for v, n in counts.items() if VERDICTS[v][0]}
     blocked = {v: n for v, n in blocked.items() if n}
-    parts = [f"{sum(blocked.values())} blocked" + listed(blocked)]
+    n_blocked = sum(blocked.values())
+    parts = [ngettext("{n} of {m} site looks blocked", "{n} of {m} sites look blocked", total).format(
+        n=n_blocked, m=total) + listed(blocked)]
     if result.weak_blocked:
-        parts[0] += f", {result.weak_blocked} of them with low confidence"
+        parts[0] += _(", {n} of them with low confidence").format(n=result.weak_blocked)
     unclear = sum(result.cant_tell.values())
     if unclear:
-        parts.append(f"{unclear} can't tell" + listed(dict(result.cant_tell)))
+        parts.append(_("{n} can't tell").format(n=unclear) + listed(dict(result.cant_tell)))
     parts += [f"{counts[v]} {v}" for v in ("ok", "down", "error") if counts.get(v)]
-    click.echo("verdicts: " + ", ".join(parts), err=True)
+    say(_("verdicts: {parts}").format(parts=", ".join(parts)), level=-1)
     if unclear:
-        why = ("there was no control answer for them" if control_stats is not None
-               else "there was no control helper")
-        click.echo(f"  can't tell: {unclear} {'site' if unclear == 1 else 'sites'} failed in ways censors use "
-                   "(refused, timed out, bad certificate, "
-                   f"no such name), but {why}, so they cannot be told from sites that are down for everyone. "
-                   "To tell them apart, measure with a control helper: probe config set control URL "
-                   "(ask your target list's maintainers for one), or --control URL", err=True)
-    if counts and counts.get("error") == sum(counts.values()):
-        click.echo("  nothing could be measured: this computer seems to have no working DNS or no internet "
-                   "connection; check it, or name a resolver with --resolver IP", err=True)
+        why = (_("there was no control answer for them") if control_stats is not None
+               else _("there was no control helper"))
+        say("  " + ngettext(
+            "can't tell: {n} site failed in ways censors use (refused, timed out, bad certificate, no such name), "
+            "but {why}, so it cannot be told from a site that is down for everyone.",
+            "can't tell: {n} sites failed in ways censors use (refused, timed out, bad certificate, no such name), "
+            "but {why}, so they cannot be told from sites that are down for everyone.", unclear).format(
+                n=unclear, why=why)
+            + " " + _("To tell them apart, measure with a control helper: probe config set control URL (ask your "
+                      "target list's maintainers for one), or --control URL"))
+    if counts and counts.get("error") == total:
+        say("  " + _("nothing could be measured: this computer seems to have no working DNS or no internet "
+                     "connection; check it, or name a resolver with --resolver IP"), level=-1)
     if result.weak_blocked:
-        click.echo("  low confidence: little to compare with; see `probe explain URL` for why", err=True)
-    click.echo(f"the table: probe report --db {db_path}; one site in plain words: probe explain --db {db_path} URL",
-               err=True)
-
-
+        say("  " + _("low confidence: little to compare with; see `probe explain URL` for why"))
+    say(_("the table: {report}; one site in plain words: {explain}").format(
+        report=f"probe report{db_flag(db_path)}", explain=f"probe explain{db_flag(db_path)} URL"))

@@ -10,18 +10,17 @@ import click
 from rich.console import Console
 
 from probe import store
-from probe.cli.common import DEFAULT_DB, fail, open_db_or_fail
+from probe.cli.common import DB_HELP, existing_db, fail, open_db_or_fail
 
 
 @click.command()
 @click.argument("ref", required=False)
-@click.option("--db", "db_path", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--db", "db_path", type=click.Path(path_type=Path), default=None, help=DB_HELP)
 @click.option("--run", "run_id", default=None, help="Look in this run only.")
 @click.option("--json", "as_json", is_flag=True, help="The raw evidence as JSON.")
-def show(ref: str | None, db_path: Path, run_id: str | None, as_json: bool) -> None:
+def show(ref: str | None, db_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """List runs, or show the raw evidence of one URL (its latest measurement) or measurement id."""
-    if not db_path.exists():
-        fail(f"{db_path}: no such database (run `probe run` first, or give --db)")
+    db_path = existing_db(db_path)
     db = open_db_or_fail(db_path, create=False, readonly=True)
     console = Console()
     if ref is None:

@@ -34,6 +34,7 @@ import aiohttp
 
 from probe import __version__
 from probe.core import failures as F
+from probe.core.i18n import N_
 from probe.core.records import ControlResult, Stopwatch, answer_records
 from probe.measure.http import BodyTooLarge, read_whole_body
 
@@ -44,16 +45,16 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 # Why a control answer was lost, in one word: what the run summary counts.
 REASONS = {
-    "rate_limited": "the helper's per-client limit (429)",
-    "overloaded": "the helper was overloaded (503)",
-    "unreachable": "the helper could not be reached",
-    "timeout": "the helper did not answer in time",
-    "measurement_timeout": "the helper's own measurement overran (504)",
-    "body_timeout": "the helper did not receive our request in time (408)",
-    "server_error": "the helper failed (5xx)",
-    "refused": "the helper refused the request (4xx)",
-    "bad_answer": "the helper's answer was not usable",
-    "request_lost": "the helper answers, but this request got no answer (lost on the way, or dropped by a filter)",
+    "rate_limited": N_("the helper's per-client limit (429)"),
+    "overloaded": N_("the helper was overloaded (503)"),
+    "unreachable": N_("the helper could not be reached"),
+    "timeout": N_("the helper did not answer in time"),
+    "measurement_timeout": N_("the helper's own measurement overran (504)"),
+    "body_timeout": N_("the helper did not receive our request in time (408)"),
+    "server_error": N_("the helper failed (5xx)"),
+    "refused": N_("the helper refused the request (4xx)"),
+    "bad_answer": N_("the helper's answer was not usable"),
+    "request_lost": N_("the helper answers, but this request got no answer (lost on the way, or dropped by a filter)"),
 }
 # Retried at once, within the target's budget: the helper asked us to come back, or the
 # connection broke before it could answer (a restart, a keep-alive race).

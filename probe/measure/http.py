@@ -27,6 +27,7 @@ from probe.core import failures as F
 from probe.core.constants import BODY_CAP, BODY_KEEP, BROWSER_HEADERS
 from probe.core.pagetext import extract_title
 from probe.core.records import HttpRequest, Stopwatch
+from probe.core.scrub import Scrubber
 from probe.measure.tls import (
     ClockCorrection,
     presented_ders,
@@ -47,6 +48,23 @@ class RefusedAddress(OSError):
 AddressGuard = Callable[[str], bool]  # True when connecting to this IP is allowed
 
 
+class ByteMeter:
+    """What a run has downloaded (page bodies and headers, which dominate) against a
+    data cap (``--max-bytes``): when the cap is reached it calls ``on_cap`` once, and the
+    run cancels what is in flight, so the cap holds to within one read per fetch."""
+
+    def __init__(self, cap: int | None = None, on_cap: Callable[[], None] | None = None):
+        self.cap, self.on_cap, self.used = cap, on_cap, 0
+        self.reached = False
+
+    def add(self, n: int) -> None:
+        self.used += n
+        if self.cap is not None and not self.reached and self.used >= self.cap:
+            self.reached = True
+            if self.on_cap is not None:
+                self.on_cap()
+
+
 @dataclass
 class FetchOptions:
     timeout: float = 15.0  # per hop, headers and body together
@@ -55,6 +73,10 @@ class FetchOptions:
     body_cap: int = BODY_CAP
     body_keep: int = BODY_KEEP
     headers: dict[str, str] = field(default_factory=lambda: dict(BROWSER_HEADERS))
+    # the volunteer's own address, replaced in the body as it streams in (so that the kept
+    # part, its title and the hash never hold it); headers are scrubbed before storing
+    scrubber: Scrubber | None = None
+    meter: ByteMeter | None = None  # the run's data cap
 
 
 class PinnedResolver(AbstractResolver):
@@ -234,6 +256,13 @@ async def _one_hop(
     hasher = hashlib.sha256()
     head = bytearray()
     length = 0
+    scrub = opts.scrubber.stream() if opts.scrubber else None
+
+    def keep(data: bytes) -> None:
+        hasher.update(data)
+        if len(head) < opts.body_keep:
+            head.extend(data[: opts.body_keep - len(head)])
+
     try:
         async with asyncio.timeout(opts.timeout):
             async with session.get(
@@ -247,24 +276,28 @@ async def _one_hop(
                 ]
                 rec.location = resp.headers.get("Location")
                 rec.address = _peer_of(resp)
+                if opts.meter is not None:
+                    opts.meter.add(sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 16)
                 try:
                     while True:
                         chunk = await resp.content.read(65536)
                         if not chunk:
                             break
+                        if opts.meter is not None:
+                            opts.meter.add(len(chunk))
                         room = opts.body_cap - length
                         if len(chunk) > room:
                             chunk = chunk[:room]
                             rec.body_truncated = True
                         length += len(chunk)
-                        hasher.update(chunk)
-                        if len(head) < opts.body_keep:
-                            head += chunk[: opts.body_keep - len(head)]
+                        keep(scrub.feed(chunk) if scrub is not None else chunk)
                         if rec.body_truncated:
                             rec.failure = F.BODY_TOO_LARGE
                             break
                 finally:
                     # whatever arrived is evidence, even when the read failed midway
+                    if scrub is not None:
+                        keep(scrub.finish())
                     rec.body_length = length
                     rec.body_sha256 = hasher.hexdigest()
                     rec.body_head = bytes(head)

@@ -5,6 +5,8 @@ Targets are paged from the database (not held in memory) and fed to a fixed pool
 workers, so memory stays flat however long the list is. ``--max-runtime`` is a hard
 deadline: when it passes, URLs still in flight are cancelled, marked ``not_measured`` and
 left for ``--resume`` (OONI lets them finish and overruns; volunteers asked for better).
+``--max-bytes`` is a data cap that holds the same way: when the run has downloaded that
+much, what is in flight is cancelled and left for ``--resume``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import sqlite_utils
 
 from probe import store
 from probe.core.records import Measurement
+from probe.core.scrub import Scrubber, scrub_control, scrub_measurement
 from probe.measure.control import TRANSIENT
+from probe.measure.http import ByteMeter
 from probe.measure.netwatch import NetworkWatch
 from probe.measure.url import Contexts, Control, ProbeConfig, measure_url
 
@@ -37,7 +41,7 @@ class RunSummary:
     run_id: str
     measured: int = 0
     not_measured: int = 0
-    status: str = "finished"  # finished | interrupted | timed_out | network_changed
+    status: str = "finished"  # finished | interrupted | timed_out | data_cap | network_changed
     elapsed_s: float = 0.0
     cancelled_urls: list[str] = field(default_factory=list)
     controls_retried: int = 0  # control answers lost for a passing reason, asked again at the end
@@ -47,6 +51,7 @@ class RunSummary:
     lost_controls: Counter = field(default_factory=Counter)  # reason -> measurements still without one
     storage_error: str | None = None  # the database refused a write (full disk, ...): the run stopped there
     disk_full: bool = False
+    bytes_used: int = 0  # downloaded by the measurements (page bodies and headers)
 
 
 async def run_targets(
@@ -58,13 +63,16 @@ async def run_targets(
     concurrency: int,
     reporter: Reporter,
     max_runtime: float | None = None,
+    max_bytes: int | None = None,
     install_signal_handlers: bool = True,
 ) -> RunSummary:
     """Measure the run's pending targets; returns when all are done or time is up."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     contexts = Contexts.for_config(config)
+    scrubber = config.scrubber()  # the volunteer's address in pages: bodies as they stream, the rest here
     summary = RunSummary(run_id)
+    meter = contexts.meter = ByteMeter(max_bytes)
     counts = store.count_targets(db, run_id)
     reporter.started(total=sum(counts.values()), already_done=counts["done"])
 
@@ -102,6 +110,7 @@ async def run_targets(
             except (NotImplementedError, RuntimeError):
                 pass
     timer = loop.call_later(max_runtime, request_stop, "timed_out") if max_runtime else None
+    meter.on_cap = lambda: request_stop("data_cap")
 
     async def worker() -> None:
         while not stop.is_set():
@@ -126,6 +135,7 @@ async def run_targets(
                 return
             finally:
                 in_flight.pop(task, None)
+            scrub_measurement(m, scrubber)  # before anything is written, or reported
             try:
                 store.save_measurement(db, run_id, m)
             except store.StoreError as exc:
@@ -142,7 +152,7 @@ async def run_targets(
         if control is not None and not stop.is_set() and summary.storage_error is None:
             left = max_runtime - (loop.time() - t0) if max_runtime else None
             budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
-            await retry_lost_controls(db, run_id, control, budget, summary)
+            await retry_lost_controls(db, run_id, control, budget, summary, scrubber)
     finally:
         watcher.cancel()
         if timer is not None:
@@ -166,6 +176,7 @@ async def run_targets(
     if control is not None:
         summary.lost_controls = Counter(r["reason"] or "unknown" for r in store.lost_controls(db, run_id))
     summary.elapsed_s = round(loop.time() - t0, 3)
+    summary.bytes_used = meter.used
     reporter.finished(summary)
     return summary
 
@@ -182,7 +193,7 @@ def network_anchors(config: ProbeConfig) -> list[str]:
 
 
 async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: Control, budget: float,
-                              summary: RunSummary) -> None:
+                              summary: RunSummary, scrubber: Scrubber | None = None) -> None:
     """Ask the control once more for every measurement of the run whose answer was lost
     for a passing reason (load, a broken connection, a timeout): only the control is
     asked again, nothing measured locally is repeated, and the verdict is re-derived
@@ -197,6 +208,8 @@ async def retry_lost_controls(db: sqlite_utils.Database, run_id: str, control: C
 
     async def one(row: dict) -> None:
         result = await control.measure(row["url"], json.loads(row["addresses"] or "[]"))
+        if scrubber is not None:
+            scrub_control(result, scrubber)
         try:
             store.replace_control(db, row["measurement_id"], result)
         except store.StoreError as exc:  # the first (failed) answer stays; the run is safe

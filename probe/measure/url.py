@@ -27,9 +27,11 @@ from probe.core.records import (
     TcpConnect,
     TlsHandshake,
 )
+from probe.core.scrub import Scrubber
 from probe.measure import dns as dnsstep
 from probe.measure.http import (
     AddressGuard,
+    ByteMeter,
     FetchOptions,
     fetch_http,
     fetch_http_fallback,
@@ -93,6 +95,12 @@ class ProbeConfig:
     # resolvers are this computer's (read again then) and the network may be looked up
     resolvers_from_system: bool = True
     vantage_lookup: bool = True
+    # Whether this run replaces the volunteer's public address by a placeholder in what
+    # pages show (probe.core.scrub): on unless --store-ip. Recorded with the run.
+    scrub_own_address: bool = False
+    # That address, while the run knows it (the vantage lookup). Never stored: the
+    # "stored": False of its metadata keeps it out of the run's recorded configuration.
+    own_addresses: list[str] = field(default_factory=list, metadata={"stored": False})
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(
@@ -101,7 +109,12 @@ class ProbeConfig:
             max_redirects=self.max_redirects,
             body_cap=self.body_cap,
             body_keep=self.body_keep,
+            scrubber=self.scrubber() or None,
         )
+
+    def scrubber(self) -> Scrubber:
+        """What replaces the volunteer's address in pages (nothing, when not known)."""
+        return Scrubber(self.own_addresses if self.scrub_own_address else ())
 
 
 class Control(Protocol):
@@ -120,6 +133,7 @@ class Contexts:
     verify: ssl.SSLContext
     capture: ssl.SSLContext
     clock: ClockCorrection | None = None
+    meter: ByteMeter | None = None  # what the run downloaded, against its data cap
 
     @classmethod
     def for_config(cls, config: ProbeConfig) -> Contexts:
@@ -286,6 +300,7 @@ async def measure_url(
     sw = Stopwatch()
     m = Measurement(url=url, hostname=hostname, scheme=scheme, port=port, started_at=sw.started_at, category=category)
     opts = config.fetch_options()
+    opts.meter = contexts.meter
     late_tasks: list[asyncio.Task] = []
     control_task: asyncio.Task | None = None
     sink_task: asyncio.Task | None = None

@@ -1,53 +1,23 @@
-"""Colours and terminal styles of verdicts: one palette for every format."""
+"""Colours of verdicts: few, and the same meaning in every format.
+
+A reader asks "is it blocked, and how sure are we?" before "how?", so colour answers
+the first question only: red is blocked (deeper red, more confidence), green works,
+grey is down for everyone, hatched amber is "can't tell" (no control to tell a block
+from an outage), and a dashed outline is "could not measure". The method is the
+verdict code, written out. Eighteen colours, one per verdict, were unreadable.
+"""
 
 from __future__ import annotations
 
-from probe.core.verdicts import CANT_TELL
 from probe.report.model import is_blocked
 
-# One fixed colour per verdict, by family, so the same colour means the same thing in
-# every report: ok green, down grey, error light grey, dns blues, tcp purples,
-# tls oranges, http reds.
-VERDICT_COLOURS: dict[str, str] = {
-    "ok": "#2ca02c",
-    "down": "#7f7f7f",
-    "error": "#d9d9d9",
-    "dns.nxdomain": "#08306b",
-    "dns.bogon": "#2171b5",
-    "dns.blockpage": "#41b6c4",
-    "dns.injection": "#6baed6",
-    "dns.inconsistent": "#c6dbef",
-    "tcp.timeout": "#3f007d",
-    "tcp.reset": "#756bb1",
-    "tcp.refused": "#bcbddc",
-    "tls.reset": "#cc4c02",
-    "tls.timeout": "#fe9929",
-    "tls.mitm": "#fee391",
-    "http.reset": "#67000d",
-    "http.timeout": "#cb181d",
-    "http.blockpage": "#fb6a4a",
-    "http.diff": "#fcbba1",
-}
-
-
-UNKNOWN_COLOUR = "#ff00ff"  # a verdict this report does not know: impossible to miss
-
-
-CANT_TELL_COLOUR = "#ffeda0"  # a failure that could not be told from an outage (no control)
-
-
-NO_DATA_COLOUR = "#ffffff"
-
-
-def verdict_colour(verdict: str) -> str:
-    if verdict == CANT_TELL or verdict.endswith(f"({CANT_TELL})"):
-        return CANT_TELL_COLOUR
-    return VERDICT_COLOURS.get(verdict, UNKNOWN_COLOUR)
-
-
-def text_colour(background: str) -> str:
-    r, g, b = (int(background[i:i + 2], 16) for i in (1, 3, 5))
-    return "#000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#fff"
+# Blocked, by confidence level (model.confidence_level): saturation is confidence.
+BLOCKED_COLOURS = {"high": "#b71c1c", "medium": "#e35d5d", "low": "#f4b4b4"}
+OK_COLOUR = "#8cc68c"
+DOWN_COLOUR = "#c4c4c4"
+CANT_TELL_COLOUR = "#e0a800"  # the hatching's ink; the cell is hatched, never filled
+CANT_TELL_HATCH = f"repeating-linear-gradient(135deg,{CANT_TELL_COLOUR} 0 2px,#fff 2px 5px)"
+ERROR_OUTLINE = "#8a8a8a"
 
 
 def terminal_style(verdict: str, blocked: bool | None = False) -> str:
@@ -61,3 +31,20 @@ def terminal_style(verdict: str, blocked: bool | None = False) -> str:
     if verdict in ("down", "error"):
         return "bright_black"
     return "yellow"
+
+
+def css() -> str:
+    """The CSS classes of the HTML chart and badges: ``s-<status>`` and, for blocked,
+    ``q-<level>``. One place, so the legend and the cells cannot disagree."""
+    rules = [
+        f".s-blocked{{background:{BLOCKED_COLOURS['high']};color:#fff}}",
+        f".s-blocked.q-medium{{background:{BLOCKED_COLOURS['medium']};color:#fff}}",
+        f".s-blocked.q-low{{background:{BLOCKED_COLOURS['low']};color:#222}}",
+        f".s-ok{{background:{OK_COLOUR};color:#111}}",
+        f".s-down{{background:{DOWN_COLOUR};color:#111}}",
+        f".s-cant_tell{{background:{CANT_TELL_HATCH};color:#111;box-shadow:inset 0 0 0 1px {CANT_TELL_COLOUR}}}",
+        f".s-error{{background:#fff;color:#444;box-shadow:inset 0 0 0 1px {ERROR_OUTLINE};"
+        f"outline:1px dashed {ERROR_OUTLINE};outline-offset:-1px}}",
+        ".s-none{background:transparent;box-shadow:inset 0 0 0 1px #d4d4d4}",
+    ]
+    return "\n".join(rules)

@@ -14,8 +14,10 @@ from typing import Any
 import sqlite_utils
 
 from probe import store
+from probe.core.i18n import _
 from probe.core.verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, TAGS, VERDICTS
-from probe.report.model import evidence_lines, short_time
+from probe.report.model import NO_CONFIDENCE_VERDICTS, confidence_level, db_name, evidence_lines, short_time
+from probe.report.words import cant_tell_word, level_word
 
 
 class NothingToExplain(Exception):
@@ -23,34 +25,106 @@ class NothingToExplain(Exception):
 
 
 def confidence_words(confidence: float | None) -> str:
-    """``high (0.95)``: a number alone means little to a volunteer."""
+    """``high (0.95)``: a number alone means little to a volunteer. The scale is
+    model.confidence_level's (high from model.HIGH_CONFIDENCE)."""
     if confidence is None:
-        return "unknown"
-    word = "high" if confidence >= 0.8 else "medium" if confidence >= LOW_CONFIDENCE else "low"
-    return f"{word} ({confidence:.2f})"
+        return _("unknown")
+    return _("{level} ({number})").format(level=level_word(confidence_level(None, False, confidence)),
+                                          number=f"{confidence:.2f}")
+
+
+def _confidence_line(verdict: str, blocked: bool | None, confidence: float | None) -> str | None:
+    """What follows "Confidence:", or None when no confidence word would be honest:
+    for ``error`` the probe measured nothing, so there is nothing to be sure of."""
+    if verdict in NO_CONFIDENCE_VERDICTS:
+        return None
+    if confidence_level(verdict, blocked, confidence) == CANT_TELL:
+        return _("{cant_tell} (no control to compare with; the likely reading scores {number})").format(
+            cant_tell=cant_tell_word(), number="-" if confidence is None else f"{confidence:.2f}")
+    return confidence_words(confidence)
 
 
 def _blocked_words(verdict: str, blocked: bool | None, confidence: float | None = None) -> str:
     if blocked is None:
-        return (f"{CANT_TELL}: it failed here in a way censors use ({verdict} is the likely reading), but a "
-                "site that is down for everyone fails the same way, and there was no control helper to tell "
-                "them apart. Measure again with one: probe config set control URL (or --control URL)")
+        return _("{cant_tell}: it failed here in a way censors use ({verdict} is the likely reading), but a "
+                 "site that is down for everyone fails the same way, and there was no control helper to tell "
+                 "them apart. Measure again with one: probe config set control URL (or --control URL)").format(
+                     cant_tell=cant_tell_word(), verdict=verdict)
     if blocked and confidence is not None and confidence < LOW_CONFIDENCE:
-        return ("perhaps: it failed here in a way censors use, but there was too little to compare "
-                "with to be sure (see below)")
+        return _("perhaps: it failed here in a way censors use, but there was too little to compare "
+                 "with to be sure (see below)")
     if blocked:
-        return "yes: this site is blocked on this network"
+        return _("yes: this site is blocked on this network")
     if verdict == "ok":
-        return "no: the site works on this network"
+        return _("no: the site works on this network")
     if verdict == "down":
-        return "no: the site is down everywhere (not censorship)"
+        return _("no: the site is down everywhere (not censorship)")
     if verdict == "error":
-        return "no verdict possible: the probe could not measure it"
-    return "no"
+        return _("no verdict possible: the probe could not measure it")
+    return _("no")
 
 
 def _show_hint(url: str, db_option: str | None) -> str:
     return f"probe show {url}" + (f" --db {db_option}" if db_option else "")
+
+
+def explain_data(
+    db: sqlite_utils.Database,
+    ref: str,
+    *,
+    classifier_version: str | None = None,
+    db_option: str | None = None,
+) -> dict[str, Any]:
+    """The latest verdict of ``ref`` (URL, host or measurement id) by the newest
+    classifier that judged it, as plain data: what `probe explain --json` prints and
+    what the text is made from. Keys and values are untranslated (researchers' form);
+    ``db`` is the database's file name, never its path. Raises NothingToExplain, with
+    the next step in its message, when there is nothing to explain."""
+    mid = store.find_measurement_id(db, ref)
+    if mid is None:
+        raise NothingToExplain(_("no measurement of {ref} in this database (measure it with `probe run`)").format(
+            ref=ref))
+    m = store.measurement_row(db, mid)
+    assert m is not None  # found above
+    run = store.get_run(db, m["run_id"]) or {}
+    url = m["url"]
+    v = store.latest_verdict(db, mid, classifier_version)
+    db_flag = f" --db {db_option}" if db_option else ""
+    if v is None:
+        raise NothingToExplain(
+            _("{url} (measured {when} UTC) has no verdict yet: run `probe analyze{db_flag}` first, then "
+              "`probe explain {ref}{db_flag}`").format(url=url, when=short_time(m["started_at"]), db_flag=db_flag,
+                                                       ref=ref)
+        )
+    verdict = v["verdict"]
+    blocked = None if v["blocked"] is None else bool(v["blocked"])
+    confidence = v["confidence"]
+    return {
+        "url": url,
+        "measurement_id": mid,
+        "measured_at": m["started_at"],
+        "run_id": m["run_id"],
+        "db": db_name(store.db_file(db)),
+        "network": {"cc": run.get("cc"), "asn": run.get("asn"), "name": run.get("network_name")},
+        "verdict": verdict,
+        "meaning": VERDICTS.get(verdict, (blocked, "a verdict this probe version does not know"))[1],
+        "blocked": blocked,
+        "confidence": confidence,
+        "confidence_level": confidence_level(verdict, blocked, confidence),
+        "tags": list(json.loads(v.get("tags") or "[]")),
+        "evidence": [{"text": e.get("text"), "fields": e.get("fields") or {}} if isinstance(e, dict)
+                     else {"text": str(e), "fields": {}} for e in json.loads(v["evidence"] or "[]")],
+        "layer": v["layer"],
+        "rule_id": v["rule_id"],
+        "layers": json.loads(v["layers"] or "{}"),
+        "classifier_version": v["classifier_version"],
+    }
+
+
+def explain_json(db: sqlite_utils.Database, ref: str, *, classifier_version: str | None = None) -> str:
+    """`probe explain --json`: ``explain_data`` as one JSON object."""
+    return json.dumps(explain_data(db, ref, classifier_version=classifier_version), ensure_ascii=False,
+                      indent=2, default=str) + "\n"
 
 
 def explain_measurement(
@@ -64,46 +138,41 @@ def explain_measurement(
     id), by the newest classifier that judged it. Raises NothingToExplain, with the
     next step in its message, when there is nothing to explain. ``db_option`` is
     repeated in the suggested commands when the database is not the default one."""
-    mid = store.find_measurement_id(db, ref)
-    if mid is None:
-        raise NothingToExplain(f"no measurement of {ref} in this database (measure it with `probe run`)")
-    m = store.measurement_row(db, mid)
-    assert m is not None  # found above
-    run = store.get_run(db, m["run_id"]) or {}
-    url = m["url"]
-    v = store.latest_verdict(db, mid, classifier_version)
-    db_flag = f" --db {db_option}" if db_option else ""
-    if v is None:
-        raise NothingToExplain(
-            f"{url} (measured {short_time(m['started_at'])} UTC) has no verdict yet: "
-            f"run `probe analyze{db_flag}` first, then `probe explain {ref}{db_flag}`"
-        )
+    d = explain_data(db, ref, classifier_version=classifier_version, db_option=db_option)
+    verdict, blocked, confidence = d["verdict"], d["blocked"], d["confidence"]
+    net = d["network"]
+    network = " ".join(x for x in (net["cc"], net["asn"]) if x) or _("an unknown network")
+    if net["name"]:
+        network += f" ({net['name']})"
+    evidence = evidence_lines(d["evidence"])
+    layers: dict[str, Any] = d["layers"]
 
-    verdict = v["verdict"]
-    blocked = None if v["blocked"] is None else bool(v["blocked"])
-    meaning = VERDICTS.get(verdict, (blocked, "a verdict this probe version does not know"))[1]
-    network = " ".join(x for x in (run.get("cc"), run.get("asn")) if x) or "an unknown network"
-    if run.get("network_name"):
-        network += f" ({run['network_name']})"
-    evidence = evidence_lines(json.loads(v["evidence"] or "[]"))
-    layers: dict[str, Any] = json.loads(v["layers"] or "{}")
-
+    # labels padded to one width (that of the longest, shown or not), whatever their
+    # length in the volunteer's language
+    labels = [_("Verdict:"), _("Meaning:"), _("Blocked:"), _("Confidence:"), _("Note:")]
+    width = max(len(label) for label in labels) + 2
+    fields: list[tuple[str, str]] = [
+        (_("Verdict:"), verdict),
+        (_("Meaning:"), d["meaning"]),
+        (_("Blocked:"), _blocked_words(verdict, blocked, confidence)),
+    ]
+    conf_line = _confidence_line(verdict, blocked, confidence)
+    if conf_line is not None:
+        fields.append((_("Confidence:"), conf_line))
+    fields += [(_("Note:"), TAGS[t][1]) for t in d["tags"] if t in TAGS]
     lines = [
-        f"{url}",
-        f"measured {short_time(m['started_at'])} UTC from {network}",
+        d["url"],
+        _("measured {when} UTC from {network}").format(when=short_time(d["measured_at"]), network=network),
         "",
-        f"Verdict:     {verdict}",
-        f"Meaning:     {meaning}",
-        f"Blocked:     {_blocked_words(verdict, blocked, v['confidence'])}",
-        f"Confidence:  {confidence_words(v['confidence'])}",
-        *(f"Note:        {TAGS[t][1]}" for t in json.loads(v.get("tags") or "[]") if t in TAGS),
+        *(f"{label:<{width}}{value}" for label, value in fields),
         "",
-        "Why:" if evidence else "Why: (no evidence lines recorded)",
+        _("Why:") if evidence else _("Why: (no evidence lines recorded)"),
         *(f"  {i}. {text}" for i, text in enumerate(evidence, 1)),
         "",
-        "For researchers:",
-        f"  decided by layer {v['layer'] or '-'}, rule {v['rule_id'] or '-'}; "
-        f"classifier {v['classifier_version']}; measurement {mid}",
+        _("For researchers:"),
+        "  " + _("decided by layer {layer}, rule {rule}; classifier {classifier}; measurement {measurement}").format(
+            layer=d["layer"] or "-", rule=d["rule_id"] or "-", classifier=d["classifier_version"],
+            measurement=d["measurement_id"]),
     ]
     if layers:
         lines.append(f"  {'layer':<6} {'blocked':<8}{'down':<8}{'ok':<8}rule")
@@ -114,8 +183,8 @@ def explain_measurement(
                 f"{f.get('rule_id') or '-'}" + (f" -> {f['verdict']}" if f.get("verdict") else "")
             )
     else:
-        lines.append("  no per-layer readings recorded")
-    lines += ["", f"See the raw evidence: {_show_hint(url, db_option)}"]
+        lines.append("  " + _("no per-layer readings recorded"))
+    lines += ["", _("See the raw evidence: {command}").format(command=_show_hint(d["url"], db_option))]
     return "\n".join(lines) + "\n"
 
 

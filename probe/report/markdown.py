@@ -6,10 +6,11 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from probe.core.verdicts import CANT_TELL
-from probe.report.cells import SITE_COLUMNS, counts_rows, header_items, site_cells
-from probe.report.model import Report, blocked_word, short_time
+from probe.core.i18n import _
+from probe.report.cells import counts_rows, site_cell, site_columns
+from probe.report.model import Report, short_time
 from probe.report.terminal import conf
+from probe.report.words import blocked_text, cant_tell_word, header_items, heading, headline_lines
 
 
 def _md(value: Any) -> str:
@@ -27,22 +28,29 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]
 
 
 def render_markdown(report: Report) -> str:
-    """The report as Markdown: for an issue, a wiki or a mailing list."""
-    lines = ["# Censorship measurement report", ""]
-    lines += [f"- **{k}**: {_md(v)}" for k, v in header_items(report)]
-    lines += ["", "## Latest verdict per site and network", ""]
-    lines += _md_table(SITE_COLUMNS, (site_cells(s) for s in report.sites))
-    lines += ["", "## Counts by method", "",
-              "Latest verdict per site and network; \"blocked at\" counts blocked pairs by the first layer "
-              f"where interference was seen; \"{CANT_TELL}\" counts sites that failed in ways censors use but, "
-              "with no control to compare with, could not be told from an outage.", ""]
+    """The report as Markdown: for an issue, a wiki or a mailing list. The headline
+    (one line per network) comes right under the title, blocked sites first."""
+    lines = ["# " + _md(_("Censorship measurement report")), ""]
+    lines += [f"**{_md(line)}**  " for line in headline_lines(report)]
+    lines += [""]
+    lines += [f"- **{_md(k)}**: {_md(v)}" for k, v in header_items(report)]
+    keys = site_columns(report)
+    lines += ["", "## " + _md(_("Latest verdict per site and network")), ""]
+    lines += _md_table([heading(k) for k in keys], ([site_cell(s, k) for k in keys] for s in report.sites))
+    note = _("Latest verdict per site and network; \"blocked at\" counts blocked pairs by the first layer where "
+             "interference was seen; \"{cant_tell}\" counts sites that failed in ways censors use but, with no "
+             "control to compare with, could not be told from an outage.").format(cant_tell=cant_tell_word())
+    lines += ["", "## " + _md(_("Counts by method")), "", _md(note), ""]
     header, body = counts_rows(report)
     lines += _md_table(header, body)
-    lines += ["", "## History per site", ""]
-    for url, entries in report.history.items():
-        lines += [f"### {_md(url)}", ""]
-        lines += _md_table(("measured (UTC)", "network", "verdict", "blocked", "confidence"),
-                           ([short_time(e["measured_at"]), e["network"], e["verdict"], blocked_word(e["blocked"]),
-                             conf(e["confidence"])] for e in entries))
-        lines.append("")
+    if not report.single_reading:  # with one reading per site, the history is the table above
+        lines += ["", "## " + _md(_("History per site")), ""]
+        order = list(dict.fromkeys(s["url"] for s in report.sites))
+        for url in order:
+            lines += [f"### {_md(url)}", ""]
+            lines += _md_table((heading("measured"), heading("network"), heading("verdict"), heading("blocked"),
+                                heading("confidence")),
+                               ([short_time(e["measured_at"]), e["network"], e["verdict"], blocked_text(e["blocked"]),
+                                 conf(e["confidence"])] for e in report.history.get(url, [])))
+            lines.append("")
     return "\n".join(lines).rstrip() + "\n"

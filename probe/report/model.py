@@ -5,7 +5,7 @@ Two halves, kept apart so each can be tested and changed alone:
 * pure functions from ``store.report_rows`` rows to report structures
   (``collect``, ``site_network_table``, ``site_history``, ``method_counts``, ...);
 * renderers from those structures to text (terminal, JSON, CSV, Markdown, one
-  self-contained HTML file with a heat map).
+  self-contained HTML file with a chart of sites x networks).
 
 A "network" is a vantage point's country and ASN (``BY/AS6697``): that is what a
 censor's policy follows, so several volunteers on the same ISP are one network, and
@@ -22,15 +22,28 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
 import sqlite_utils
 
 from probe import store
 from probe.core.records import utcnow
-from probe.core.verdicts import CANT_TELL, LAYERS, VERDICTS, tag_label
+from probe.core.verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, VERDICTS, tag_label
 
 Row = dict[str, Any]
+
+# The confidence from which a verdict is called "high" (explain's words, the headline's
+# "K with high confidence"): one threshold, so the two never disagree.
+HIGH_CONFIDENCE = 0.8
+
+# Verdicts whose confidence means nothing to a reader: ``error`` says the probe could
+# not measure, so "how sure" has no object. ``ok`` and ``down`` keep theirs (how sure
+# the site is reachable, or down for everyone, is worth knowing).
+NO_CONFIDENCE_VERDICTS = frozenset({"error"})
+
+# How a site fares on one network, as the chart and the sort order see it: worst first.
+STATUSES = ("blocked", "cant_tell", "error", "down", "ok")
 
 # --- collecting ------------------------------------------------------------------------
 
@@ -41,7 +54,9 @@ def collect(dbs: Sequence[sqlite_utils.Database], classifier_version: str | None
     Several volunteers' databases (or the same one sent twice) are merged: a
     measurement id seen again is the same observation, so the first copy wins. Without
     ``classifier_version`` each database contributes its own newest classifier's
-    verdicts, so an old database still shows up in the report.
+    verdicts, so an old database still shows up in the report. ``db`` is the file's
+    name, never its path: reports are mailed and published, and a path names the
+    volunteer's account (with ``run_id`` it still says where a row came from).
     """
     seen: set[str] = set()
     out: list[Row] = []
@@ -52,15 +67,31 @@ def collect(dbs: Sequence[sqlite_utils.Database], classifier_version: str | None
             if not versions:
                 continue
             version = versions[-1]
-        path = store.db_file(db)
+        name = db_name(store.db_file(db))
         for row in store.report_rows(db, version):
             if row["measurement_id"] in seen:
                 continue
             seen.add(row["measurement_id"])
-            row["db"] = path
+            row["db"] = name
             out.append(row)
     out.sort(key=lambda r: (r["url"] or "", r["measured_at"] or "", r["measurement_id"]))
     return out
+
+
+def db_name(path: str) -> str:
+    """``/home/anna/results/probe.db`` -> ``probe.db``: no path of the machine leaves it."""
+    return PurePath(path).name or path
+
+
+def runs_by_db(rows: Iterable[Row]) -> dict[str, list[str]]:
+    """Database file name -> the short ids (as `probe show` lists them) of the runs it
+    contributed: with the file name, that is how a report names where data came from."""
+    runs: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        rid = str(r.get("run_id") or "")[:8]
+        if rid:
+            runs[r.get("db") or "?"].add(rid)
+    return {name: sorted(ids) for name, ids in runs.items()}
 
 
 # --- small helpers shared by the structures and the renderers ---------------------------
@@ -89,12 +120,6 @@ def _parse_time(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def day_of(value: str | None) -> str:
-    """The UTC date of a timestamp: the heat map's columns."""
-    t = _parse_time(value)
-    return t.strftime("%Y-%m-%d") if t else (value or "")[:10]
 
 
 def short_time(value: str | None) -> str:
@@ -135,6 +160,32 @@ def verdict_family(verdict: str | None) -> str:
     """``ok``, ``down``, ``error`` or the layer (``dns``, ``tcp``, ``tls``, ``http``)."""
     v = verdict or "error"
     return v.split(".", 1)[0]
+
+
+def site_status(entry: Row) -> str:
+    """One of STATUSES: what the chart colours and the sort order ranks. ``blocked``
+    only when the measurement could tell; a blocked-kind failure without a control is
+    ``cant_tell``; ``error`` (could not measure) and ``down`` are not blocked."""
+    if entry.get("blocked") is True:
+        return "blocked"
+    if entry.get("blocked", False) is None:
+        return "cant_tell"
+    if entry.get("verdict") in ("error", "down"):
+        return str(entry["verdict"])
+    return "ok"
+
+
+def confidence_level(verdict: str | None, blocked: bool | None, confidence: float | None) -> str | None:
+    """``high``, ``medium`` or ``low`` (the scale of `probe explain`), CANT_TELL when
+    the verdict had no control to tell it from an outage, None when confidence means
+    nothing (``error``, or no number). Untranslated keys: renderers put them in words."""
+    if verdict in NO_CONFIDENCE_VERDICTS:
+        return None
+    if blocked is None and is_blocked(verdict):
+        return CANT_TELL
+    if not isinstance(confidence, (int, float)):
+        return None
+    return "high" if confidence >= HIGH_CONFIDENCE else "medium" if confidence >= LOW_CONFIDENCE else "low"
 
 
 def evidence_lines(evidence: Iterable[Any] | None) -> list[str]:
@@ -204,7 +255,86 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "verdicts_seen": seen,
             }
         )
-    out.sort(key=lambda e: ((e["domain"] or "").lower(), e["url"], network_sort_key(e["network"])))
+    return order_sites(out)
+
+
+def site_sort_key(entries: Sequence[Row]) -> tuple:
+    """Blocked sites first (those blocked on more networks, then with more confidence,
+    first), then those that can't tell, could not be measured, are down, and last the
+    ones that work: a reader sees what matters without scrolling."""
+    ranks = [STATUSES.index(site_status(e)) for e in entries]
+    blocked = [e for e in entries if site_status(e) == "blocked"]
+    best = max((e.get("confidence") or 0.0 for e in blocked), default=0.0)
+    first = entries[0]
+    return (min(ranks, default=len(STATUSES)), -len(blocked), -best, (first.get("domain") or "").lower(),
+            first["url"])
+
+
+def order_sites(entries: Iterable[Row]) -> list[Row]:
+    """Site x network entries, each site's networks together (in network order), the
+    sites in ``site_sort_key`` order."""
+    by_url: dict[str, list[Row]] = defaultdict(list)
+    for e in entries:
+        by_url[e["url"]].append(e)
+    for group in by_url.values():
+        group.sort(key=lambda e: network_sort_key(e["network"]))
+    return [e for url in sorted(by_url, key=lambda u: site_sort_key(by_url[u])) for e in by_url[url]]
+
+
+def site_grid(entries: Sequence[Row]) -> list[tuple[str, dict[str, Row]]]:
+    """The chart's rows: (url, {network: entry}) in the order of ``entries`` (which
+    ``order_sites`` made blocked first)."""
+    rows: dict[str, dict[str, Row]] = {}
+    for e in entries:
+        rows.setdefault(e["url"], {})[e["network"]] = e
+    return list(rows.items())
+
+
+def single_reading(entries: Iterable[Row]) -> bool:
+    """Every site was measured once per network (one run, say): then "since", "last
+    seen", "first/last measured" are one date and the history is the table itself."""
+    return all(e["total"] == 1 for e in entries)
+
+
+@dataclass(frozen=True)
+class NetworkSummary:
+    """The headline's numbers for one network: of ``sites`` sites measured, ``blocked``
+    look blocked (``high`` of them with high confidence), by ``methods`` (verdict,
+    count), most frequent first; ``cant_tell`` more failed as censors make sites fail,
+    but had no control to tell them from an outage."""
+
+    network: str
+    names: tuple[str, ...]
+    sites: int
+    blocked: int
+    high: int
+    cant_tell: int
+    methods: tuple[tuple[str, int], ...]
+
+
+def network_summaries(entries: Iterable[Row]) -> list[NetworkSummary]:
+    """One summary per network, in network order, from the latest verdict of each site."""
+    per: dict[str, list[Row]] = defaultdict(list)
+    for e in entries:
+        per[e["network"]].append(e)
+    out = []
+    for network in sorted(per, key=network_sort_key):
+        group = per[network]
+        blocked = [e for e in group if site_status(e) == "blocked"]
+        methods = Counter(shown_verdict(e) for e in blocked)
+        names: list[str] = []
+        for e in group:
+            if e.get("network_name") and e["network_name"] not in names:
+                names.append(e["network_name"])
+        out.append(NetworkSummary(
+            network=network,
+            names=tuple(names),
+            sites=len({e["url"] for e in group}),
+            blocked=len(blocked),
+            high=sum(1 for e in blocked if (e.get("confidence") or 0.0) >= HIGH_CONFIDENCE),
+            cant_tell=sum(1 for e in group if site_status(e) == "cant_tell"),
+            methods=tuple(sorted(methods.items(), key=lambda kv: (-kv[1], verdict_order(kv[0])))),
+        ))
     return out
 
 
@@ -281,25 +411,6 @@ def networks(rows: Iterable[Row]) -> list[Row]:
     return [info[k] for k in sorted(info, key=network_sort_key)]
 
 
-def day_matrix(rows: Iterable[Row]) -> tuple[list[str], list[str], dict[str, dict[tuple[str, str], str]]]:
-    """The heat map's data: sites (URLs), days (UTC dates), and per network the verdict
-    of the latest measurement of each site on each day. Networks stay apart because a
-    cell mixing two ISPs would hide exactly the difference a researcher looks for."""
-    rows = list(rows)
-    latest: dict[tuple[str, str, str], Row] = {}
-    for r in rows:
-        key = (network_of(r), r["url"], day_of(r.get("measured_at")))
-        if key not in latest or _latest_key(r) > _latest_key(latest[key]):
-            latest[key] = r
-    domains = {r["url"]: (r.get("domain") or r["url"]) for r in rows}
-    sites = sorted(domains, key=lambda u: (domains[u].lower(), u))
-    days = sorted({k[2] for k in latest})
-    cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
-    for (network, url, day), r in latest.items():
-        cells[network][(url, day)] = CANT_TELL if cant_tell(r) else r["verdict"]
-    return sites, days, {n: cells[n] for n in sorted(cells, key=network_sort_key)}
-
-
 def site_labels(rows: Iterable[Row]) -> dict[str, str]:
     """URL -> the domain, or the URL without scheme when two URLs share a domain."""
     by_domain: dict[str, set[str]] = defaultdict(set)
@@ -333,6 +444,8 @@ class Report:
     classifier_versions: list[str] = field(default_factory=list)
     first_measured: str | None = None
     last_measured: str | None = None
+    summaries: list[NetworkSummary] = field(default_factory=list)
+    single_reading: bool = False
 
 
 def build_report(rows: list[Row], sources: Sequence[str] | None = None, generated_at: str | None = None) -> Report:
@@ -342,11 +455,12 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
     by_network: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_network[network_of(r)].append(r)
+    sites = site_network_table(rows)
     return Report(
         rows=rows,
-        sources=list(sources) if sources is not None else sorted({r.get("db", "?") for r in rows}),
+        sources=list(sources) if sources is not None else sorted({r.get("db") or "?" for r in rows}),
         generated_at=generated_at or utcnow(),
-        sites=site_network_table(rows),
+        sites=sites,
         history=site_history(rows),
         counts=method_counts(rows),
         counts_by_network=method_counts_by_network(rows),
@@ -359,6 +473,8 @@ def build_report(rows: list[Row], sources: Sequence[str] | None = None, generate
                                    key=store.version_key),
         first_measured=times[0] if times else None,
         last_measured=times[-1] if times else None,
+        summaries=network_summaries(sites),
+        single_reading=single_reading(sites),
     )
 
 

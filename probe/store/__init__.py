@@ -12,6 +12,7 @@ The store is the only code that knows the schema or writes SQL: every other laye
 calls the functions re-exported here.
 """
 
+from probe.store.browse import browse_metadata, datasette_names
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -53,6 +54,7 @@ from probe.store.schema import (
     StoreReadOnly,
     close,
     db_file,
+    ensure_views,
     free_bytes,
     open_db,
     schema_version,
@@ -69,6 +71,9 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "browse_metadata",
+    "datasette_names",
+    "ensure_views",
     "translate",
     "space_needed",
     "StoreBusy",

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from probe.core.i18n import _
 from probe.store.schema import StoreError
 
 try:
@@ -42,14 +43,14 @@ def run_lock(db_path: str | Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot create {path} ({exc.strerror or exc})") from None
+        raise StoreError(_("cannot create {path} ({reason})").format(path=path, reason=exc.strerror or exc)) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise StoreInUse(f"another run (pid {other}) is using this database ({db_path}); "
-                             "wait for it to finish, or give another --db") from None
+            raise StoreInUse(_("another run (pid {pid}) is using this database ({path}); "
+                               "wait for it to finish, or give another --db").format(pid=other, path=db_path)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from probe.core.i18n import _
 from probe.core.records import utcnow
+from probe.store.views import views
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -278,14 +280,15 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         return
     if path.is_dir():
-        raise StoreError(f"{path} is a directory, not a database file")
+        raise StoreError(_("{path} is a directory, not a database file").format(path=path))
     try:
         with path.open("rb") as fh:
             head = fh.read(16)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read ({exc.strerror})") from None
+        raise StoreError(_("{path}: cannot read ({reason})").format(path=path, reason=exc.strerror)) from None
     if head and head != SQLITE_MAGIC:
-        raise StoreError(f"{path} is not a SQLite database (corrupt or another kind of file); it was left untouched")
+        raise StoreError(_("{path} is not a SQLite database (corrupt or another kind of file); it was left "
+                           "untouched").format(path=path))
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -303,11 +306,10 @@ def _writable(path: Path) -> bool:
 
 
 def _read_only_error(path: Path) -> StoreReadOnly:
-    return StoreReadOnly(
-        f"{path} is read-only (a read-only disk, or no permission to write it or its folder): "
+    return StoreReadOnly(_(
+        "{path} is read-only (a read-only disk, or no permission to write it or its folder): "
         "commands that only read it (show, report, explain, export-ooni) work; to measure or "
-        "analyse, copy it somewhere writable or give another --db"
-    )
+        "analyse, copy it somewhere writable or give another --db").format(path=path))
 
 
 def _make_folder(path: Path) -> None:
@@ -319,8 +321,9 @@ def _make_folder(path: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a file of that name is in the way" if folder.exists() else "part of the path is a file"
-        raise StoreError(f"cannot create the folder {folder} for the database ({reason}); give another --db") from None
+            reason = _("a file of that name is in the way") if folder.exists() else _("part of the path is a file")
+        raise StoreError(_("cannot create the folder {folder} for the database ({reason}); give another --db").format(
+            folder=folder, reason=reason)) from None
 
 
 def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
@@ -337,7 +340,7 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
     if readonly:
         return _open_readonly(path)
     if not path.exists() and not create:
-        raise StoreError(f"{path}: no such database (run `probe run --db {path}` first)")
+        raise StoreError(_("{path}: no such database (run `probe run --db {path}` first)").format(path=path))
     if create:
         _make_folder(path)
     if not _writable(path):
@@ -349,10 +352,10 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
         current = schema_version(db)
         if current == 0 and not create:
             conn.close()
-            raise StoreError(f"{path} is not a probe database (it is empty); it was left untouched")
+            raise StoreError(_("{path} is not a probe database (it is empty); it was left untouched").format(path=path))
         if current == 0 and tables and "schema_version" not in tables:
             conn.close()
-            raise StoreError(f"{path} is a SQLite database but not a probe database; it was left untouched")
+            raise StoreError(_("{path} is a SQLite database but not a probe database; it was left untouched").format(path=path))
         target = SCHEMA_VERSION if upto is None else upto
         if current > SCHEMA_VERSION:
             conn.close()
@@ -360,6 +363,8 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
         if current < target:
             db.execute("PRAGMA journal_mode=WAL")
             _migrate(db, current, target)
+        if target == SCHEMA_VERSION:
+            ensure_views(db)
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
         return db
@@ -370,10 +375,9 @@ def open_db(path: str | Path, *, create: bool = True, upto: int | None = None,
 
 
 def _newer(path: Path, current: int) -> StoreError:
-    return StoreError(
-        f"{path} has schema version {current}, newer than this probe understands "
-        f"({SCHEMA_VERSION}); upgrade the probe (pip install -U) to use it"
-    )
+    return StoreError(_(
+        "{path} has schema version {current}, newer than this probe understands "
+        "({ours}); upgrade the probe (pip install -U) to use it").format(path=path, current=current, ours=SCHEMA_VERSION))
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -394,7 +398,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
 
 def _open_readonly(path: Path) -> sqlite_utils.Database:
     if not path.exists():
-        raise StoreError(f"{path}: no such database (run `probe run --db {path}` first)")
+        raise StoreError(_("{path}: no such database (run `probe run --db {path}` first)").format(path=path))
     try:
         conn = _connect_readonly(path)
         db = sqlite_utils.Database(conn)
@@ -403,16 +407,17 @@ def _open_readonly(path: Path) -> sqlite_utils.Database:
         if current == 0:
             conn.close()
             if tables:
-                raise StoreError(f"{path} is a SQLite database but not a probe database; it was left untouched")
-            raise StoreError(f"{path} is not a probe database (it is empty); it was left untouched")
+                raise StoreError(_("{path} is a SQLite database but not a probe database; it was left "
+                                   "untouched").format(path=path))
+            raise StoreError(_("{path} is not a probe database (it is empty); it was left untouched").format(path=path))
         if current > SCHEMA_VERSION:
             conn.close()
             raise _newer(path, current)
         if current < SCHEMA_VERSION:
             conn.close()
             if not _writable(path):
-                raise StoreReadOnly(f"{path} was written by an older probe and is read-only, so it cannot be "
-                                    "upgraded: copy it somewhere writable first")
+                raise StoreReadOnly(_("{path} was written by an older probe and is read-only, so it cannot be "
+                                      "upgraded: copy it somewhere writable first").format(path=path))
             open_db(path, create=False).conn.close()  # upgrade it once, then read
             return _open_readonly(path)
         return db
@@ -427,16 +432,18 @@ def translate(exc: sqlite3.Error, path: str | Path) -> StoreError:
     code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
     text = str(exc)
     if code == sqlite3.SQLITE_FULL or "database or disk is full" in text:
-        return StoreFull(f"the disk holding {path} is full")
+        return StoreFull(_("the disk holding {path} is full").format(path=path))
     if code == sqlite3.SQLITE_IOERR and _free_bytes(Path(path)) < 1024 * 1024:
-        return StoreFull(f"the disk holding {path} is full")
+        return StoreFull(_("the disk holding {path} is full").format(path=path))
     if code == sqlite3.SQLITE_READONLY or "readonly database" in text:
         return _read_only_error(Path(path))
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
-        return StoreBusy(f"{path} is busy: another program kept it locked for over {BUSY_TIMEOUT_S} s; try again")
+        return StoreBusy(_("{path} is busy: another program kept it locked for over {seconds} s; try again").format(
+            path=path, seconds=BUSY_TIMEOUT_S))
     if code == sqlite3.SQLITE_CANTOPEN:
-        return StoreError(f"{path}: cannot open the database file")
-    return StoreError(f"{path} is corrupt or not a SQLite database ({exc}); it was left untouched")
+        return StoreError(_("{path}: cannot open the database file").format(path=path))
+    return StoreError(_("{path} is corrupt or not a SQLite database ({error}); it was left untouched").format(
+        path=path, error=exc))
 
 
 def _free_bytes(path: Path) -> int:
@@ -493,6 +500,20 @@ def _migrate(db: sqlite_utils.Database, current: int, target: int) -> None:
                 db.table("schema_version").insert(
                     {"version": version, "description": description, "applied_at": utcnow()}
                 )
+
+
+def ensure_views(db: sqlite_utils.Database) -> None:
+    """Create the browsing views (probe.store.views) when missing or different. Not a
+    numbered migration: views change no table, so older probes still read the file."""
+    current = dict(db.execute("select name, sql from sqlite_master where type = 'view'").fetchall())
+    wanted = views()
+    if all(current.get(name) == sql for name, sql in wanted.items()):
+        return
+    with writing(db):
+        for name in wanted:
+            db.execute(f"DROP VIEW IF EXISTS [{name}]")
+        for sql in wanted.values():
+            db.execute(sql)
 
 
 def db_file(db: sqlite_utils.Database) -> str:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 
+from probe.core.i18n import _, ngettext
+
 log = logging.getLogger(__name__)
 
 CITIZENLAB_HEADER = "url,category_code,category_description,date_added,source,notes"
@@ -99,7 +101,7 @@ def canonical_category(code: str) -> str:
         return key
     if key in LEGACY_CATEGORY_CODES:
         return LEGACY_CATEGORY_CODES[key]
-    raise ValueError(f"unknown category code {code!r} (see probe/targets/data/category_codes.csv)")
+    raise ValueError(_("unknown category code {code!r} (see probe/targets/data/category_codes.csv)").format(code=code))
 
 
 # --- public records --------------------------------------------------------------------
@@ -135,7 +137,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.level}: {self.message}"
+        level = _("error") if self.level == ERROR else _("warning")
+        return f"{self.path}:{self.line}: {level}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -155,18 +158,10 @@ class TargetCheck:
 
     def summary(self) -> str:
         """One line for humans, e.g. ``12 targets, 1 error, 0 warnings``."""
-        return ", ".join(
-            _plural(n, word)
-            for n, word in (
-                (len(self.targets), "target"),
-                (len(self.errors), "error"),
-                (len(self.warnings), "warning"),
-            )
-        )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+        t, e, w = len(self.targets), len(self.errors), len(self.warnings)
+        return ", ".join([ngettext("{n} target", "{n} targets", t).format(n=t),
+                          ngettext("{n} error", "{n} errors", e).format(n=e),
+                          ngettext("{n} warning", "{n} warnings", w).format(n=w)])
 
 
 def _located(path: str | None, line: int | None, reason: str) -> str:
@@ -188,9 +183,9 @@ _DOTS = re.compile("[.\u3002\uff0e\uff61]")
 def _invisible(char: str) -> str | None:
     """How to name ``char`` if it must not appear in a URL (whitespace, control, format)."""
     if char.isspace() or unicodedata.category(char) in ("Zs", "Zl", "Zp"):
-        return "whitespace"
+        return _("whitespace")
     if unicodedata.category(char) in ("Cc", "Cf"):
-        return "control character"
+        return _("control character")
     return None
 
 
@@ -215,15 +210,15 @@ def _split_scheme(text: str) -> tuple[str, str]:
     if match is None:
         other = _SCHEME_NO_SLASHES.match(text)
         if other and other.group(1).lower() not in ("http", "https"):
-            raise ValueError(f"unsupported scheme {other.group(1)!r} (only http and https)")
+            raise ValueError(_("unsupported scheme {scheme!r} (only http and https)").format(scheme=other.group(1)))
         if other:
-            raise ValueError(f"missing '//' after '{other.group(1)}:' in {text!r}")
+            raise ValueError(_("missing '//' after '{scheme}:' in {text!r}").format(scheme=other.group(1), text=text))
         # Refuse to guess http or https: the two are measured differently (blockpage
         # vs. TLS reset in Belarus), so the list must say which one is meant.
-        raise ValueError(f"no scheme in {text!r}: write 'https://{text.lstrip('/:')}'")
+        raise ValueError(_("no scheme in {text!r}: write 'https://{fixed}'").format(text=text, fixed=text.lstrip("/:")))
     scheme = match.group(1).lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported scheme {match.group(1)!r} (only http and https)")
+        raise ValueError(_("unsupported scheme {scheme!r} (only http and https)").format(scheme=match.group(1)))
     return scheme, text[match.end():]
 
 
@@ -232,91 +227,90 @@ def _split_host_port(authority: str) -> tuple[str, str | None]:
     if authority.startswith("["):
         close = authority.find("]")
         if close < 0:
-            raise ValueError(f"unclosed '[' in host {authority!r}")
+            raise ValueError(_("unclosed '[' in host {authority!r}").format(authority=authority))
         host, after = authority[: close + 1], authority[close + 1 :]
         if after and not after.startswith(":"):
-            raise ValueError(f"unexpected {after!r} after IPv6 address")
+            raise ValueError(_("unexpected {after!r} after IPv6 address").format(after=after))
         return host, after[1:] if after else None
     host, colon, port = authority.partition(":")
     if ":" in port:
-        raise ValueError(f"IPv6 address must be in [brackets]: {authority!r}")
+        raise ValueError(_("IPv6 address must be in [brackets]: {authority!r}").format(authority=authority))
     return host, port if colon else None
 
 
 def _normalise_port(port: str) -> int:
     if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"invalid port {port!r} (must be 1..65535)")
+        raise ValueError(_("invalid port {port!r} (must be 1..65535)").format(port=port))
     return int(port)
 
 
 def _normalise_label(label: str, host: str) -> str:
     """One domain label in its ASCII (punycode) form, checked against the LDH rule."""
     if not label:
-        raise ValueError(f"empty label in host {host!r}")
+        raise ValueError(_("empty label in host {host!r}").format(host=host))
     try:
         # str.encode("idna") is IDNA 2003 (nameprep + punycode): enough to turn a
         # Cyrillic name such as "пример.бел" into what DNS resolvers are asked for.
         ascii_label = label.lower().encode("idna").decode("ascii")
     except UnicodeError:
-        raise ValueError(f"invalid label {label!r} in host {host!r}") from None
+        raise ValueError(_("invalid label {label!r} in host {host!r}").format(label=label, host=host)) from None
     if len(ascii_label) > 63 or not _LDH_LABEL.fullmatch(ascii_label):
-        raise ValueError(
-            f"invalid label {label!r} in host {host!r} "
-            "(letters, digits and inner hyphens only, at most 63 characters)"
-        )
+        raise ValueError(_(
+            "invalid label {label!r} in host {host!r} "
+            "(letters, digits and inner hyphens only, at most 63 characters)").format(label=label, host=host))
     if ascii_label.startswith("xn--"):
         try:
             ascii_label.encode("ascii").decode("idna")
         except UnicodeError:
-            raise ValueError(f"invalid punycode label {label!r} in host {host!r}") from None
+            raise ValueError(_("invalid punycode label {label!r} in host {host!r}").format(label=label, host=host)) from None
     return ascii_label
 
 
 def _normalise_domain(host: str) -> str:
     if _DOTS.fullmatch(host[-1]):
         # A root-anchored name is valid DNS but a second spelling of the same site.
-        raise ValueError(f"host {host!r} ends with a dot: remove it")
+        raise ValueError(_("host {host!r} ends with a dot: remove it").format(host=host))
     labels = [_normalise_label(label, host) for label in _DOTS.split(host)]
     if labels[-1].isdigit():
-        raise ValueError(f"invalid host {host!r} (numeric top-level label)")
+        raise ValueError(_("invalid host {host!r} (numeric top-level label)").format(host=host))
     ascii_host = ".".join(labels)
     if len(ascii_host) > 253:
-        raise ValueError(f"host name too long ({len(ascii_host)} > 253 characters)")
+        raise ValueError(_("host name too long ({length} > 253 characters)").format(length=len(ascii_host)))
     return ascii_host
 
 
 def _normalise_host(host: str) -> str:
     """Lower-case domain in punycode, canonical IPv4, or compressed [IPv6]."""
     if not host:
-        raise ValueError("no host")
+        raise ValueError(_("no host"))
     if host.startswith("["):
         try:
             address = ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise ValueError(f"invalid IPv6 address {host!r}") from None
+            raise ValueError(_("invalid IPv6 address {host!r}").format(host=host)) from None
         if address.scope_id:
-            raise ValueError(f"IPv6 zone index not allowed in {host!r}")
+            raise ValueError(_("IPv6 zone index not allowed in {host!r}").format(host=host))
         return f"[{address.compressed}]"
     if re.fullmatch(r"[0-9.]+", host):
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise ValueError(f"invalid IPv4 address {host!r}") from None
+            raise ValueError(_("invalid IPv4 address {host!r}").format(host=host)) from None
     return _normalise_domain(host)
 
 
 def _parse_url(text: str) -> _Url:
     if not text:
-        raise ValueError("empty URL")
+        raise ValueError(_("empty URL"))
     bad = _first_invisible(text)
     if bad:
-        raise ValueError(f"{bad} in URL {text!r}")
+        raise ValueError(_("{bad} in URL {text!r}").format(bad=bad, text=text))
     scheme, rest = _split_scheme(text)
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:cut], rest[cut:]
     if "@" in authority:
         # Credentials would end up in results shared with others; lists never need them.
-        raise ValueError(f"user name or password in URL {text!r} (not supported)")
+        raise ValueError(_("user name or password in URL {text!r} (not supported)").format(text=text))
     host_text, port_text = _split_host_port(authority)
     host = _normalise_host(host_text)
     netloc = host if port_text is None else f"{host}:{_normalise_port(port_text)}"
@@ -360,7 +354,7 @@ def _text_entry(line: int, content: str) -> _Entry:
     """Fields of one non-empty, comment-free text line: ``URL [CODE|-] [note]``."""
     for char in content:
         if char != "\t" and unicodedata.category(char) == "Cc":
-            return _Entry(line, error=f"control character U+{ord(char):04X} in line")
+            return _Entry(line, error=_("control character U+{char:04X} in line").format(char=ord(char)))
     url, rest = _first_word(content)
     word, after = _first_word(rest)
     category = None
@@ -396,7 +390,7 @@ def _csv_entries(text: str) -> Iterator[_Entry]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield _Entry(last + 1, error=f"unreadable CSV ({exc})")
+            yield _Entry(last + 1, error=_("unreadable CSV ({error})").format(error=exc))
             return
         line, last = last + 1, reader.line_num
         if not row:
@@ -404,7 +398,8 @@ def _csv_entries(text: str) -> Iterator[_Entry]:
         if len(row) != _CSV_COLUMNS:
             yield _Entry(
                 line,
-                error=f"expected {_CSV_COLUMNS} columns ({CITIZENLAB_HEADER}), found {len(row)}",
+                error=_("expected {columns} columns ({header}), found {found}").format(
+                    columns=_CSV_COLUMNS, header=CITIZENLAB_HEADER, found=len(row)),
             )
             continue
         url, code, description, date_added, _source, notes = row
@@ -421,7 +416,7 @@ def _entries(text: str) -> Iterator[_Entry]:
         yield from _csv_entries(text)
     elif text.lstrip().lower().startswith("url,"):
         # Read as text, every row would fail with a misleading "no scheme" error.
-        yield _Entry(1, error=f"CSV header must be exactly {CITIZENLAB_HEADER!r}")
+        yield _Entry(1, error=_("CSV header must be exactly {header!r}").format(header=CITIZENLAB_HEADER))
     else:
         yield from _text_entries(text)
 
@@ -439,14 +434,15 @@ def _is_iso_date(text: str) -> bool:
 def _csv_advice(entry: _Entry, category: str | None) -> Iterator[str]:
     """Lint-only warnings for the CSV columns Citizen Lab's own lint checks."""
     if entry.category is None:
-        yield "no category_code"
+        yield _("no category_code")
     elif category is not None:
         code = entry.category.upper()
         expected = CATEGORY_CODES.get(code) or LEGACY_CATEGORY_NAMES.get(code)
         if expected is not None and entry.description != expected:
-            yield f"category_description {entry.description!r} is not {expected!r} for {code}"
+            yield _("category_description {description!r} is not {expected!r} for {code}").format(
+                description=entry.description, expected=expected, code=code)
     if not _is_iso_date(entry.date_added or ""):
-        yield f"date_added {entry.date_added!r} is not YYYY-MM-DD"
+        yield _("date_added {date_added!r} is not YYYY-MM-DD").format(date_added=entry.date_added)
 
 
 def _check_entry(entry: _Entry) -> tuple[Target | None, list[str], list[str]]:
@@ -465,13 +461,13 @@ def _check_entry(entry: _Entry) -> tuple[Target | None, list[str], list[str]]:
         try:
             category = canonical_category(entry.category)
         except ValueError as exc:
-            hint = "" if entry.description is not None else " (write '-' before a note)"
+            hint = "" if entry.description is not None else _(" (write '-' before a note)")
             errors.append(f"{exc}{hint}")
         else:
             if category != entry.category.upper():
-                advice.append(f"legacy category code {entry.category!r}, now {category!r}")
+                advice.append(_("legacy category code {old!r}, now {new!r}").format(old=entry.category, new=category))
     if url is not None and not url.had_path:
-        advice.append(f"URL has no path: write {url.url!r} (Citizen Lab lint requires '/')")
+        advice.append(_("URL has no path: write {url!r} (Citizen Lab lint requires '/')").format(url=url.url))
     if entry.description is not None:
         advice.extend(_csv_advice(entry, category))
     if errors or url is None:
@@ -497,14 +493,14 @@ def _scan(path: str, text: str) -> _Scan:
         if target is None:
             continue
         if target.url in first_line:
-            message = f"duplicate of line {first_line[target.url]} ({target.url}), ignored"
+            message = _("duplicate of line {line} ({url}), ignored").format(line=first_line[target.url], url=target.url)
             scan.duplicates.append(Problem(path, entry.line, WARNING, message))
             continue
         first_line[target.url] = target.line
         scan.targets.append(target)
         if len(scan.targets) > MAX_TARGETS:
-            raise _NotAList(f"more than {MAX_TARGETS:,} targets: too many for one run (split the list)", path,
-                            entry.line)
+            raise _NotAList(_("more than {n} targets: too many for one run (split the list)").format(
+                n=f"{MAX_TARGETS:,}"), path, entry.line)
     return scan
 
 
@@ -517,8 +513,8 @@ class _NotAList(TargetError):
 
 
 def _too_big(name: str) -> TargetError:
-    return _NotAList(f"larger than {MAX_LIST_BYTES // (1024 * 1024)} MB: not a target list, or too big for one "
-                       "run (split it)", name)
+    return _NotAList(_("larger than {size} MB: not a target list, or too big for one run (split it)").format(
+        size=MAX_LIST_BYTES // (1024 * 1024)), name)
 
 
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -536,21 +532,21 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes:
                 raise _too_big(name)
             while chunk := fh.read(_READ_CHUNK):
                 if total == 0 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                    raise _NotAList("UTF-16 text; save the file as UTF-8", name)
+                    raise _NotAList(_("UTF-16 text; save the file as UTF-8"), name)
                 nul = chunk.find(b"\0")
                 if nul >= 0:
                     line = sum(p.count(b"\n") for p in parts) + chunk[:nul].count(b"\n") + 1
-                    raise _NotAList("not a text file (it holds a NUL byte)", name, line)
+                    raise _NotAList(_("not a text file (it holds a NUL byte)"), name, line)
                 total += len(chunk)
                 if total > MAX_LIST_BYTES:
                     raise _too_big(name)
                 parts.append(chunk)
     except FileNotFoundError:
-        raise TargetError("no such file", name) from None
+        raise TargetError(_("no such file"), name) from None
     except IsADirectoryError:
-        raise TargetError("is a directory, not a file", name) from None
+        raise TargetError(_("is a directory, not a file"), name) from None
     except OSError as exc:
-        raise TargetError(f"cannot read ({exc.strerror or exc})", name) from None
+        raise TargetError(_("cannot read ({reason})").format(reason=exc.strerror or exc), name) from None
     return b"".join(parts)
 
 
@@ -561,7 +557,7 @@ def _decode(name: str, data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         byte = data[exc.start]
-        raise TargetError(f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8", name, line) from None
+        raise TargetError(_("not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8").format(byte=byte), name, line) from None
 
 
 def check_targets(path: str | os.PathLike[str]) -> TargetCheck:
@@ -591,7 +587,8 @@ def _load(
     name = os.fspath(path)
     text = _decode(name, _read_bytes(path))
     if require_csv and not is_citizenlab_csv(text):
-        raise TargetError(f"not a Citizen Lab CSV (first line must be {CITIZENLAB_HEADER!r})", name, 1)
+        raise TargetError(_("not a Citizen Lab CSV (first line must be {header!r})").format(header=CITIZENLAB_HEADER),
+                          name, 1)
     scan = _scan(name, text)
     if scan.errors and not skip_invalid:
         first = scan.errors[0]
@@ -606,16 +603,19 @@ def _warnings(scan: _Scan) -> list[str]:
     """What loading a list says about what it skipped, in a few lines however many
     lines were skipped: bad lines one by one up to MAX_LISTED_PROBLEMS, then a count;
     duplicates as one line with their count."""
-    out = [_located(p.path, p.line, f"{p.message}; line skipped") for p in scan.errors[:MAX_LISTED_PROBLEMS]]
+    out = [_located(p.path, p.line, _("{problem}; line skipped").format(problem=p.message))
+           for p in scan.errors[:MAX_LISTED_PROBLEMS]]
     more = len(scan.errors) - MAX_LISTED_PROBLEMS
     if more > 0:
-        out.append(f"{scan.errors[0].path}: {more:,} more bad lines skipped (see `probe targets lint`)")
+        out.append(_("{path}: {n} more bad lines skipped (see `probe targets lint`)").format(
+            path=scan.errors[0].path, n=f"{more:,}"))
     dups = scan.duplicates
     if len(dups) == 1:
         out.append(_located(dups[0].path, dups[0].line, dups[0].message))
     elif dups:
         first = dups[0].message.removesuffix(", ignored")
-        out.append(f"{dups[0].path}: {len(dups):,} duplicate lines ignored; the first, line {dups[0].line}, is a {first}")
+        out.append(_("{path}: {n} duplicate lines ignored; the first, line {line}, is a {first}").format(
+            path=dups[0].path, n=f"{len(dups):,}", line=dups[0].line, first=first))
     return out
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -719,3 +720,25 @@ def test_teardown_leaves_nothing(lab_run):
     assert survivors == [], f"lab processes still alive: {survivors}"
     # down() is idempotent (the fixture calls it again)
     assert lab.down() == []
+
+
+@pytest.mark.timeout(120)
+def test_lab_html_report_is_readable_in_chromium(lab_run, tmp_path):
+    """The lab's real database (every verdict of the vocabulary) as an HTML report in
+    headless Chromium at 1,400 px: the geometry checks of tests/test_report_browser.py."""
+    import test_report_browser as trb  # skips (module level) without playwright or Chromium
+    from playwright.sync_api import sync_playwright
+
+    assert lab_run.probe.returncode == 0, lab_run.probe.stderr[-2000:]
+    page = tmp_path / "lab.html"
+    rc, _, err = trb.probe_sync("report", "--db", str(lab_run.db), "--format", "html", "-o", str(page))
+    assert rc == 0, err
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(trb.CHROMIUM), args=trb.CHROMIUM_ARGS)
+        try:
+            g = trb.measure(browser, page, trb.DESKTOP, tmp_path, "lab")
+        finally:
+            browser.close()
+    trb.assert_readable(g)
+    assert g["headlineLines"] == 1 and g["cells"] >= 30
+    assert str(Path(lab_run.db).parent) not in page.read_text(encoding="utf-8")  # no path of this machine
