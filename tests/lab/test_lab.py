@@ -725,7 +725,8 @@ def test_teardown_leaves_nothing(lab_run):
 @pytest.mark.timeout(120)
 def test_lab_html_report_is_readable_in_chromium(lab_run, tmp_path):
     """The lab's real database (every verdict of the vocabulary) as an HTML report in
-    headless Chromium at 1,400 px: the geometry checks of tests/test_report_browser.py."""
+    headless Chromium at 1,400 px and on a 390 px phone: the geometry checks of
+    tests/test_report_browser.py."""
     import test_report_browser as trb  # skips (module level) without playwright or Chromium
     from playwright.sync_api import sync_playwright
 
@@ -736,9 +737,10 @@ def test_lab_html_report_is_readable_in_chromium(lab_run, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(trb.CHROMIUM), args=trb.CHROMIUM_ARGS)
         try:
-            g = trb.measure(browser, page, trb.DESKTOP, tmp_path, "lab")
+            shapes = [trb.measure(browser, page, viewport, tmp_path, "lab") for viewport in (trb.DESKTOP, trb.PHONE)]
         finally:
             browser.close()
-    trb.assert_readable(g)
-    assert g["headlineLines"] == 1 and g["cells"] >= 30
+    for g in shapes:
+        trb.assert_readable(g)
+        assert g["headlineLines"] == 1 and g["cells"] >= 30
     assert str(Path(lab_run.db).parent) not in page.read_text(encoding="utf-8")  # no path of this machine
