@@ -169,3 +169,19 @@ def test_no_function_hides_the_translation_function():
             if stores and calls:
                 found.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}")
     assert found == []
+
+
+def test_no_message_hides_inside_an_f_string():
+    """Babel cannot see `_("...")` inside an f-string's braces (on Python 3.11 an
+    f-string is one token): such a message is never extracted, so never translated."""
+    import ast
+
+    found = []
+    for path in (ROOT / "probe").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                for call in ast.walk(node):
+                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                            and call.func.id in ("_", "ngettext")):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []

@@ -63,7 +63,8 @@ def show_cmd() -> None:
     unset = _("(unset)")
     for key, vals in values.items():
         shown = ", ".join(vals) if vals else unset
-        click.echo(f"{key} = {shown}    # {_(userconfig.KEYS[key])}")
+        about = _(userconfig.KEYS[key])
+        click.echo(f"{key} = {shown}    # {about}")
 
 
 @config_group.command("path")

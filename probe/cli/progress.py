@@ -137,7 +137,7 @@ class PlainReporter:
         word = self._count(m)
         if self.verbosity < 0:
             return
-        mark = f"{_(MARKS[word])} " if word in MARKS else ""
+        mark = _(MARKS[word]) + " " if word in MARKS else ""
         print(
             f"[{self.done}/{self.total}] {mark}{m.url} {short_failures(m)} ({(m.duration_ms or 0)/1000:.1f}s)",
             file=self.out,

@@ -564,7 +564,8 @@ def _say_lost_controls(summary) -> None:
                      "control: {n} answers were lost at first and asked again at the end; {back} came back",
                      n).format(n=n, back=summary.controls_recovered))
     if lost:
-        why = "; ".join(f"{n} {_(REASONS[r]) if r in REASONS else r}" for r, n in summary.lost_controls.most_common())
+        why = "; ".join(str(n) + " " + (_(REASONS[r]) if r in REASONS else r)
+                        for r, n in summary.lost_controls.most_common())
         say(ngettext("control: {n} site has no control answer ({why}); its verdict rests on local evidence only",
                      "control: {n} sites have no control answer ({why}); their verdicts rest on local evidence only",
                      lost).format(n=lost, why=why))

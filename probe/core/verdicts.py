@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from probe.core.i18n import N_
+
 CLASSIFIER_VERSION = "1.2.0"
 # Below this, a blocked verdict is said with a "perhaps" (typically: little to compare)
 LOW_CONFIDENCE = 0.5
@@ -18,42 +20,43 @@ CANT_TELL = "can't tell"
 
 # verdict -> (blocked, meaning)
 VERDICTS: dict[str, tuple[bool, str]] = {
-    "ok": (False, "reachable, and consistent with the control"),
-    "down": (False, "the site fails from the control too: not censorship"),
-    "dns.nxdomain": (True, "local resolver says the name does not exist (or SERVFAIL / empty answer) while the control "
-                           "resolves it"),
-    "dns.bogon": (True, "local answer is a private, loopback, link-local or otherwise unroutable address"),
-    "dns.blockpage": (True, "local answer points at a host that serves a blockpage, or at an address known to belong to "
-                            "a censor"),
-    "dns.injection": (True, "answers are injected on the path: a reply arrives from an address that runs no resolver, or "
-                            "two replies race"),
-    "dns.inconsistent": (True, "local answer differs from the control (no shared address, no shared ASN, no valid "
-                               "certificate for the name) and no stronger DNS verdict applies"),
-    "tcp.timeout": (True, "connects to the site's real addresses time out locally but succeed from the control (IP blackholing)"),
-    "tcp.reset": (True, "connects are reset locally but succeed from the control"),
-    "tcp.refused": (True, "connects are refused locally but succeed from the control"),
-    "tls.reset": (True, "TCP succeeds, the TLS handshake is reset or closed after the ClientHello (SNI filtering)"),
-    "tls.timeout": (True, "TLS handshake stalls locally, succeeds from the control"),
-    "tls.mitm": (True, "a certificate that does not validate for the name is presented locally, while the control gets a "
-                       "valid one"),
-    "http.reset": (True, "the plain-HTTP request is reset or closed after it is sent (Host or keyword filtering)"),
-    "http.timeout": (True, "the HTTP response never comes locally, comes from the control"),
-    "http.blockpage": (True, "the response matches a known blockpage fingerprint"),
-    "http.diff": (True, "the response differs materially from the control's without a known fingerprint"),
-    "error": (False, "the probe could not measure (no network at all, control unreachable and no other evidence)"),
+    "ok": (False, N_("reachable, and consistent with the control")),
+    "down": (False, N_("the site fails from the control too: not censorship")),
+    "dns.nxdomain": (True, N_("local resolver says the name does not exist (or SERVFAIL / empty answer) while the control "
+                           "resolves it")),
+    "dns.bogon": (True, N_("local answer is a private, loopback, link-local or otherwise unroutable address")),
+    "dns.blockpage": (True, N_("local answer points at a host that serves a blockpage, or at an address known to belong to "
+                            "a censor")),
+    "dns.injection": (True, N_("answers are injected on the path: a reply arrives from an address that runs no resolver, or "
+                            "two replies race")),
+    "dns.inconsistent": (True, N_("local answer differs from the control (no shared address, no shared ASN, no "
+                                  "valid certificate for the name) and no stronger DNS verdict applies")),
+    "tcp.timeout": (True, N_("connects to the site's real addresses time out locally but succeed from the control "
+                             "(IP blackholing)")),
+    "tcp.reset": (True, N_("connects are reset locally but succeed from the control")),
+    "tcp.refused": (True, N_("connects are refused locally but succeed from the control")),
+    "tls.reset": (True, N_("TCP succeeds, the TLS handshake is reset or closed after the ClientHello (SNI filtering)")),
+    "tls.timeout": (True, N_("TLS handshake stalls locally, succeeds from the control")),
+    "tls.mitm": (True, N_("a certificate that does not validate for the name is presented locally, while the control gets a "
+                       "valid one")),
+    "http.reset": (True, N_("the plain-HTTP request is reset or closed after it is sent (Host or keyword filtering)")),
+    "http.timeout": (True, N_("the HTTP response never comes locally, comes from the control")),
+    "http.blockpage": (True, N_("the response matches a known blockpage fingerprint")),
+    "http.diff": (True, N_("the response differs materially from the control's without a known fingerprint")),
+    "error": (False, N_("the probe could not measure (no network at all, control unreachable and no other evidence)")),
 }
 
 LAYERS = ("dns", "tcp", "tls", "http")
 
 # Qualifiers of a verdict, what they mean, and how tables show them.
 TAGS: dict[str, tuple[str, str]] = {
-    "partial:ipv4": ("IPv4 only", "only the IPv4 addresses (or the A answer) are blocked; IPv6 works"),
-    "partial:ipv6": ("IPv6 only", "only the IPv6 addresses (or the AAAA answer) are blocked; IPv4 works"),
-    "slow": ("slow link", "the page was still arriving at the link's own speed when the deadline came: the link "
-                          "is slow, not the site blocked"),
-    "network_changed": ("network changed", "this computer's network (route, address or resolver) changed during "
-                                           "the measurement: it mixes two networks"),
-    "clock_skew": ("clock off", "this computer's clock was off: certificates were judged at the control's time"),
+    "partial:ipv4": (N_("IPv4 only"), N_("only the IPv4 addresses (or the A answer) are blocked; IPv6 works")),
+    "partial:ipv6": (N_("IPv6 only"), N_("only the IPv6 addresses (or the AAAA answer) are blocked; IPv4 works")),
+    "slow": (N_("slow link"), N_("the page was still arriving at the link's own speed when the deadline came: the link "
+                          "is slow, not the site blocked")),
+    "network_changed": (N_("network changed"), N_("this computer's network (route, address or resolver) changed during "
+                                           "the measurement: it mixes two networks")),
+    "clock_skew": (N_("clock off"), N_("this computer's clock was off: certificates were judged at the control's time")),
 }
 
 

@@ -153,13 +153,13 @@ def explain_measurement(
     width = max(len(label) for label in labels) + 2
     fields: list[tuple[str, str]] = [
         (_("Verdict:"), verdict),
-        (_("Meaning:"), d["meaning"]),
+        (_("Meaning:"), _(VERDICTS[verdict][1]) if verdict in VERDICTS else d["meaning"]),
         (_("Blocked:"), _blocked_words(verdict, blocked, confidence)),
     ]
     conf_line = _confidence_line(verdict, blocked, confidence)
     if conf_line is not None:
         fields.append((_("Confidence:"), conf_line))
-    fields += [(_("Note:"), TAGS[t][1]) for t in d["tags"] if t in TAGS]
+    fields += [(_("Note:"), _(TAGS[t][1])) for t in d["tags"] if t in TAGS]
     lines = [
         d["url"],
         _("measured {when} UTC from {network}").format(when=short_time(d["measured_at"]), network=network),

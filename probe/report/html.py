@@ -283,7 +283,7 @@ def _counts(report: Report) -> str:
 
 
 def _history(report: Report) -> list[str]:
-    parts = [f"<h2>{_e(_('History per site'))}</h2>", '<div class="hist">']
+    parts = ["<h2>" + _e(_("History per site")) + "</h2>", '<div class="hist">']
     order = list(dict.fromkeys(s["url"] for s in report.sites))
     for url in order:
         entries = report.history.get(url, [])
@@ -301,9 +301,9 @@ def _history(report: Report) -> list[str]:
 
 def _verdict_meanings(report: Report) -> list[str]:
     present = sorted({s["verdict"] for s in report.sites}, key=verdict_order)
-    parts = [f"<h2>{_e(_('What the verdicts mean'))}</h2>", '<dl class="verdicts">']
+    parts = ["<h2>" + _e(_("What the verdicts mean")) + "</h2>", '<dl class="verdicts">']
     for v in present:
-        meaning = VERDICTS.get(v, (False, "a verdict this report does not know"))[1]
+        meaning = _(VERDICTS[v][1]) if v in VERDICTS else _("a verdict this report does not know")
         parts.append(f"<dt>{_code_badge(v)}</dt><dd>{_e(meaning)}</dd>")
     parts.append("</dl>")
     return parts
@@ -340,22 +340,22 @@ def render_html(report: Report) -> str:
         "</dl></header>",
     ]
     if not report.sites:
-        parts.append(f'<p class="note">{_e(_("No classified measurements."))}</p></body></html>')
+        parts.append('<p class="note">' + _e(_("No classified measurements.")) + "</p></body></html>")
         return "\n".join(parts) + "\n"
     chart_note = _("Each square is the latest verdict of a site (row) on a network (column); blocked sites "
                    "come first. Click a square for its evidence.")
     counts_note = _("Latest verdict per site and network; \"blocked at\" counts blocked pairs by the first layer "
                     "where interference was seen.")
     parts += [
-        f'<section id="chart"><h2>{_e(_("Sites and networks at a glance"))}</h2>',
+        '<section id="chart"><h2>' + _e(_("Sites and networks at a glance")) + "</h2>",
         f'<p class="note">{_e(chart_note)}</p>',
         _legend(report),
         _chart(report, site_ids),
         "</section>",
-        f'<section id="sites"><h2>{_e(_("Latest verdict per site and network"))}</h2>',
+        '<section id="sites"><h2>' + _e(_("Latest verdict per site and network")) + "</h2>",
         _site_table(report, site_ids),
         "</section>",
-        f'<section id="counts"><h2>{_e(_("Counts by method"))}</h2>',
+        '<section id="counts"><h2>' + _e(_("Counts by method")) + "</h2>",
         f'<p class="note">{_e(counts_note)}</p>',
         _counts(report),
         "</section>",
