@@ -401,3 +401,25 @@ async def test_progress_bar_on_a_terminal(tmp_path):
     screen = b"".join(chunks).decode(errors="replace")
     assert rc == 0
     assert "measuring" in screen and "2/2" in screen and "2 can't tell" in screen and "0 look blocked" in screen
+
+
+async def test_hostile_text_is_shown_as_text_not_rich_markup(tmp_path):
+    """A list's note, a page's title or a URL may hold "[/bold]": rich would read it as
+    markup and raise on the unmatched closing tag. `run --list`, the run itself and
+    `show` print it as it is."""
+    title = "[/bold] news [red]"
+    zone: dict[str, Behaviour] = {"markup.lab.test": Answer(a=["127.0.0.1"])}
+    async with DnsServer(zone) as dns, WebServer(site_app(title=title)) as web:
+        targets = tmp_path / "t.txt"
+        url = web.url("/", hostname="markup.lab.test")
+        targets.write_text(f"{url} NEWS a note with [/bold] in it\n")
+        rc, out, err = await probe("run", "--list", "--targets", str(targets))
+        assert rc == 0, err
+        assert "[/bold] in it" in out
+        db = tmp_path / "p.db"
+        rc, _, err = await probe("run", "--targets", str(targets), "--db", str(db), "--resolver", dns.address,
+                                 "--no-control", *QUIET)
+        assert rc == 0, err
+    rc, out, err = await probe("show", "markup.lab.test", "--db", str(db))
+    assert rc == 0, err
+    assert title in out

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -205,14 +206,15 @@ class RichReporter(PlainReporter):
         if word in ("blocked", "cant_tell") and self.verbosity >= 0 or self.verbosity > 0:
             colour = {"blocked": "red", "cant_tell": "yellow"}.get(word, "dim")
             label = _(MARKS[word]) if word in MARKS else "ok"
-            self.progress.console.print(f"[{colour}]{label}[/{colour}] {m.url}  {short_failures(m)}", markup=True,
+            self.progress.console.print(f"[{colour}]{escape(label)}[/{colour}] {escape(m.url)}  {escape(short_failures(m))}",
+                                        markup=True,
                                         highlight=False)
         assert self.task is not None  # started() comes first
         self.progress.update(self.task, advance=1, blocked=self._blocked(), unclear=self._unclear())
 
     def cancelled(self, url: str) -> None:
         if self.verbosity >= 0:
-            self.progress.console.print("[yellow]" + _("not measured (stopped)") + f"[/yellow] {url}")
+            self.progress.console.print("[yellow]" + escape(_("not measured (stopped)")) + f"[/yellow] {escape(url)}")
 
     def finished(self, summary: RunSummary) -> None:
         self.progress.stop()

@@ -391,6 +391,7 @@ def _print_list(targets, json_logs: bool) -> None:
             click.echo(json.dumps({"url": t.url, "category": t.category, "note": t.note}, ensure_ascii=False))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=ngettext("{n} target would be measured", "{n} targets would be measured",
                                  len(targets)).format(n=len(targets)))
@@ -399,7 +400,8 @@ def _print_list(targets, json_logs: bool) -> None:
     table.add_column(_("category"))
     table.add_column(_("note"))
     for i, t in enumerate(targets, 1):
-        table.add_row(str(i), t.url, t.category or "", t.note or "")
+        # Text, not markup: a list's URL or note may hold "[/bold]"
+        table.add_row(str(i), Text(t.url), Text(t.category or ""), Text(t.note or ""))
     Console().print(table)
 
 
