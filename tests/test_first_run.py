@@ -246,3 +246,14 @@ async def _wheel_run(probe_bin: str, cwd: Path, env: dict[str, str]) -> tuple[in
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
         _, err = await asyncio.wait_for(proc.communicate(), 90)
     return proc.returncode or 0, err.decode(errors="replace")
+
+
+async def test_a_hand_edited_config_file_with_a_bad_value_is_one_line(tmp_path, nx_dns):
+    env = fresh_user(tmp_path)
+    config = Path(env["BYNET_PROBE_CONFIG"])
+    userconfig.record_consent(config)
+    with config.open("a") as fh:
+        fh.write("\n[probe]\nconcurrency = lots\n")
+    rc, _, err = await probe("run", "--targets", str(one_target(tmp_path)), "--resolver", nx_dns.address, *QUIET,
+                             env=env)
+    assert rc == 2 and err.count("\n") == 1 and "concurrency must be a whole number" in err

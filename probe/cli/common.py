@@ -25,7 +25,6 @@ from probe.store import StoreError
 CHECKOUT_DB = Path("results") / "probe.db"
 # The list installed with the package (the repository's targets.txt is a link to it).
 SHIPPED_LIST = Path(__file__).resolve().parent.parent / "targets" / "data" / "targets.txt"
-DEFAULT_TARGETS = SHIPPED_LIST
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 DB_HELP = ("SQLite database of results. [default: `probe config set db`, else results/probe.db in a checkout, "

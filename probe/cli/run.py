@@ -266,7 +266,13 @@ def _limits(concurrency: int | None, max_runtime: str | None, max_bytes: str | N
             fail(exc)
 
     limits = Limits()
-    limits.concurrency = concurrency or int(configured("concurrency") or 8)
+    configured_concurrency = configured("concurrency")
+    if concurrency is None and configured_concurrency:
+        try:  # checked by `probe config set`, but the file can be edited by hand
+            concurrency = int(userconfig.check_value("concurrency", configured_concurrency))
+        except userconfig.ConfigError as exc:
+            fail(_("{path}: {problem}").format(path=shown_path(userconfig.config_path()), problem=exc))
+    limits.concurrency = concurrency or 8
     runtime_text = max_runtime or configured("max-runtime")
     limits.runtime = parse_or_fail(runtime_text)
     size_text = max_bytes or configured("max-bytes")
@@ -368,12 +374,8 @@ def _storage_stopped(db, summary, resume_hint: str) -> None:
     if summary.disk_full:
         need = store.space_needed(db, summary.not_measured)
         fail(_("{error}: {stored}; free about {size} there, then: {command}").format(
-            error=summary.storage_error, stored=stored, size=_megabytes(need), command=resume_hint))
+            error=summary.storage_error, stored=stored, size=units.format_size(max(need, 1_000_000)), command=resume_hint))
     fail(_("{error}: {stored}; then: {command}").format(error=summary.storage_error, stored=stored, command=resume_hint))
-
-
-def _megabytes(n: int) -> str:
-    return f"{max(1, round(n / 1_000_000))} MB"
 
 
 def parse_or_fail(max_runtime: str | None) -> float | None:
