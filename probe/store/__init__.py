@@ -12,7 +12,9 @@ The store is the only code that knows the schema or writes SQL: every other laye
 calls the functions re-exported here.
 """
 
+from probe.core.bundle import BUNDLE_VERSION, BundleError
 from probe.store.browse import browse_metadata, datasette_names
+from probe.store.bundles import bundle, public_run, save_bundle
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -71,6 +73,11 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "BUNDLE_VERSION",
+    "BundleError",
+    "bundle",
+    "public_run",
+    "save_bundle",
     "browse_metadata",
     "datasette_names",
     "ensure_views",
