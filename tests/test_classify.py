@@ -629,6 +629,14 @@ def test_a_large_page_arriving_at_the_links_speed_is_slow_not_blocked():
     assert (v.verdict, v.blocked, v.tags) == ("ok", False, ["slow"]), (v.rule_id, [e.text for e in v.evidence])
 
 
+def test_a_long_page_on_a_lossy_link_keeps_a_third_of_the_short_downloads_speed_and_is_slow():
+    """Loss costs a long transfer more than the short download that measured the link."""
+    m = measurement(url="http://charter97.org/big", tcp=[tcp(port=80)], tls=[],
+                    http=[_timed_out_page(int(0.28 * 37_000 * 15))], control=_big_control())
+    v = verdict(m, link_bytes_per_s=37_000.0)
+    assert (v.verdict, v.blocked, v.tags) == ("ok", False, ["slow"]), (v.rule_id, [e.text for e in v.evidence])
+
+
 def test_one_site_far_slower_than_the_link_is_throttling():
     m = measurement(url="http://charter97.org/big", tcp=[tcp(port=80)], tls=[],
                     http=[_timed_out_page(120_000)], control=_big_control())
