@@ -97,13 +97,18 @@ def analyze_db(
     run_id: str | None = None,
     progress: Callable[[int, Verdict], None] | None = None,
     lab_networks: tuple[str, ...] = (),
+    only: set[str] | None = None,
 ) -> AnalyzeSummary:
+    """Classify every measurement (of one run, or only the ids in ``only``: what a
+    collector just received) and store the verdicts in batches."""
     fingerprints = fingerprints or default_fingerprints()
     summary = AnalyzeSummary()
     runs = store.runs(db, run_id)
     for run in runs:
+        ids = [mid for mid, _ in store.measurement_ids(db, run["run_id"]) if only is None or mid in only]
+        if not ids:
+            continue
         ctx = run_context(db, run, fingerprints, lab_networks)
-        ids = [mid for mid, _ in store.measurement_ids(db, run["run_id"])]
         batch: list[tuple[str, Verdict]] = []
         for mid in ids:
             m = store.load_measurement(db, mid)

@@ -65,7 +65,7 @@ def in_checkout(cwd: Path | None = None) -> bool:
 def default_db() -> Path:
     """``probe config set db``, else ``results/probe.db`` in a checkout, else the
     volunteer's data directory (never wherever the command happened to start)."""
-    configured = _config_value("db")
+    configured = config_value("db")
     if configured:
         return Path(configured)
     if in_checkout():
@@ -92,13 +92,13 @@ def db_flag(path: Path) -> str:
 
 def default_targets() -> tuple[Path, str]:
     """The list a run measures when it names none, and how to name it to the volunteer."""
-    configured = _config_value("list")
+    configured = config_value("list")
     if configured:
         return Path(configured), shown_path(Path(configured))
     return SHIPPED_LIST, _("{name}, the list that comes with the probe").format(name=SHIPPED_LIST.name)
 
 
-def _config_value(key: str) -> str | None:
+def config_value(key: str) -> str | None:
     try:
         return userconfig.value(key)
     except userconfig.ConfigError as exc:

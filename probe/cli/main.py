@@ -15,16 +15,19 @@ import click
 from probe import __version__, store
 from probe.cli.analysis import analyze_cmd, fingerprints_group
 from probe.cli.browse import browse_cmd
+from probe.cli.collector import collector_group
 from probe.cli.common import add_common_options, choose_language, fail
 from probe.cli.config import config_group
 from probe.cli.consent import notice_cmd
 from probe.cli.control import control_group
+from probe.cli.export import export_cmd
 from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
 from probe.cli.report import explain_cmd, report_cmd
 from probe.cli.run import run
 from probe.cli.schedule import schedule_group
 from probe.cli.show import show
 from probe.cli.targets import targets_group
+from probe.cli.upload import upload_cmd
 
 
 class ProbeGroup(click.Group):
@@ -63,6 +66,6 @@ def main() -> None:
 
 for command in (run, show, targets_group, control_group, config_group, analyze_cmd, fingerprints_group,
                 report_cmd, explain_cmd, import_ooni_cmd, export_ooni_cmd, browse_cmd, schedule_group,
-                notice_cmd):
+                notice_cmd, upload_cmd, collector_group, export_cmd):
     main.add_command(command)
 add_common_options(main)

@@ -112,11 +112,24 @@ def render_table(rows: list[rep.Row], sources: Sequence[str], file: Any | None) 
     terminal.render_terminal(rep.build_report(rows, sources), console)
 
 
-def write_report(paths: Sequence[Path], fmt: str, output: Path | None, classifier_version: str | None) -> list[str]:
+def write_report(paths: Sequence[Path], fmt: str, output: Path | None, classifier_version: str | None,
+                 events: bool = False) -> list[str]:
     """The whole `probe report`: returns the lines to say on stderr."""
     dbs = open_databases(paths)
     try:
         rows, notes = load_rows(dbs, paths, classifier_version)
+        if events:
+            if fmt == "html":
+                raise ReportError("--events comes as table, json, csv or markdown")
+            from probe.report.eventlist import events_of, render_events
+
+            text = render_events(events_of(rows), fmt)
+            if output is None:
+                click.echo(text, nl=False)
+            else:
+                with _open_output(output) as fh:
+                    fh.write(text)
+            return notes
         # file names only: a report is mailed and published, a path names the account
         sources = [rep.db_name(str(p)) for p in dict.fromkeys(paths)]
         if fmt == "table":
@@ -156,13 +169,18 @@ def _open_output(path: Path):
               help="Write to this file instead of the screen.")
 @click.option("--classifier-version", default=None, metavar="VERSION",
               help="Use this classifier's verdicts. [default: the newest in each database]")
-def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classifier_version: str | None) -> None:
+@click.option("--events", is_flag=True,
+              help="List blocking events instead: a site newly blocked, unblocked, or blocked another way on a "
+                   "network, each confirmed by 2 agreeing measurements.")
+def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classifier_version: str | None,
+               events: bool) -> None:
     """Which sites are blocked on which network, how, and since when.
 
-    Reads the verdicts written by `probe analyze`; several --db are merged.
+    Reads the verdicts written by `probe analyze`; several --db are merged, and each
+    measurement is judged with the other networks' measurements of the same site.
     """
     try:
-        notes = write_report(db_paths or (default_db(),), fmt, output, classifier_version)
+        notes = write_report(db_paths or (default_db(),), fmt, output, classifier_version, events)
     except ReportError as exc:
         fail(str(exc))
     for note in notes:
@@ -176,24 +194,28 @@ def report_cmd(db_paths: tuple[Path, ...], fmt: str, output: Path | None, classi
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object (url, verdict, blocked, confidence, evidence, measurement id, network, ...) "
                    "instead of words.")
-def explain_cmd(url: str, db_path: Path | None, as_json: bool = False) -> None:
-    """Explain in plain words the latest verdict for URL (a URL, host name or measurement id)."""
+@click.option("--network", default=None, metavar="CC/ASN",
+              help="The latest measurement on this network (BY/AS6697, or BY, or AS6697): a collector's database "
+                   "holds many.")
+def explain_cmd(url: str, db_path: Path | None, as_json: bool = False, network: str | None = None) -> None:
+    """Explain in plain words the latest verdict for URL (a URL, host name or measurement id), with what
+    the other networks that measured it saw."""
     try:
-        text = explain_text(resolve_db(db_path), url, as_json=as_json)
+        text = explain_text(resolve_db(db_path), url, as_json=as_json, network=network)
     except ReportError as exc:
         fail(str(exc))
     click.echo(text, nl=False)
 
 
-def explain_text(db_path: Path, ref: str, as_json: bool = False) -> str:
+def explain_text(db_path: Path, ref: str, as_json: bool = False, network: str | None = None) -> str:
     """Open, explain (in words, or as JSON), close; "nothing to explain" becomes a
     one-line error."""
     (db,) = open_databases([db_path])
     try:
         if as_json:
-            return explain_json(db, ref)
+            return explain_json(db, ref, network=network)
         option = db_flag(Path(db_path)).removeprefix(" --db ") or None
-        return explain_measurement(db, ref, db_option=option)
+        return explain_measurement(db, ref, db_option=option, network=network)
     except NothingToExplain as exc:
         raise ReportError(str(exc)) from None
     finally:

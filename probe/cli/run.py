@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from probe import store
 from probe.cli.common import (
     DB_HELP,
     EXIT_INTERRUPTED,
+    config_value,
     db_flag,
     default_targets,
     fail,
@@ -111,6 +113,10 @@ from probe.targets.lists import TargetError, filter_targets, load_targets
 @click.option("--no-dns-sink", is_flag=True, help="Do not send the injection-test query.")
 @click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
 @click.option("--allow-private-targets", is_flag=True, help=ALLOW_PRIVATE_HELP)
+@click.option("--offline", is_flag=True,
+              help="Send nothing beyond the measurements themselves: no control helper, no country/ASN lookup, "
+                   "no DNS-over-HTTPS, no upload to a collector.")
+@click.option("--no-upload", is_flag=True, help="Do not upload to the configured collector after this run.")
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
@@ -144,9 +150,15 @@ def run(
     lab_network: tuple[str, ...],
     timeout_scale: float,
     allow_private_targets: bool,
+    offline: bool,
+    no_upload: bool,
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
     started = time.monotonic()
+    if offline:
+        if control_urls:
+            fail(_("--control and --offline contradict each other"))
+        no_control = no_vantage_lookup = no_doh = no_upload = True
     limits = _limits(concurrency, max_runtime, max_bytes)
     # --max-runtime counts from now: loading the list and the checks before measuring
     # are part of the time a volunteer (or a schedule) gave the run.
@@ -158,7 +170,8 @@ def run(
         if targets_path is not None or list_only:
             fail(_("--resume continues a stored run; it takes no --targets or --list"))
         ensure_consent(yes, db_path, json_logs)
-        _resume(db_path, run_id, list(control_urls), no_control, limits, json_logs, no_portal_check)
+        _resume(db_path, run_id, list(control_urls), no_control, limits, json_logs, no_portal_check,
+                after=None if no_upload else _uploader(db_path, yes, json_logs))
         return
 
     if targets_path is not None:
@@ -240,8 +253,24 @@ def run(
     else:
         say(text)
         say(_("results go to: {path}").format(path=shown_path(db_path)), level=-1)
+        if not no_upload and config_value("collector"):
+            say(_("when the run ends, its results are uploaded to {collector} (--no-upload: not this time)").format(
+                collector=config_value("collector")))
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
-    _execute(db, db_path, plan.run, plan.config, plan.controls, limits, json_logs)
+    _execute(db, db_path, plan.run, plan.config, plan.controls, limits, json_logs,
+             after=None if no_upload else _uploader(db_path, yes, json_logs))
+
+
+def _uploader(db_path: Path, yes: bool, json_logs: bool) -> Callable[[], None]:
+    """What a run does when it has finished: upload to the configured collector, if
+    any, and if the volunteer agreed (never asked here; probe.cli.upload)."""
+    def after() -> None:
+        if json_logs:
+            return  # automation uploads with `probe upload`, whose output it can read
+        from probe.cli.upload import upload_after_run
+
+        upload_after_run(db_path, yes)
+    return after
 
 
 NETWORK_MOVED = N_("this network is not the one of the last run ({run}): {what}. A VPN, or another connection? "
@@ -408,7 +437,7 @@ def _print_list(targets, json_logs: bool) -> None:
 
 
 def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_control: bool, limits: Limits,
-            json_logs: bool, no_portal_check: bool = False) -> None:
+            json_logs: bool, no_portal_check: bool = False, after: Callable[[], None] | None = None) -> None:
     if not db_path.exists():
         fail(_("{path}: no such database; nothing to resume").format(path=shown_path(db_path)))
     db = open_db_or_fail(db_path, create=False)
@@ -448,11 +477,11 @@ def _resume(db_path: Path, run_id: str | None, control_urls: list[str], no_contr
         say(msg)
         say(_("results go to: {path}").format(path=shown_path(db_path)), level=-1)
     store.set_run_status(db, run_row["run_id"], "running", finished=False)
-    _execute(db, db_path, run_row, config, controls, limits, json_logs)
+    _execute(db, db_path, run_row, config, controls, limits, json_logs, after=after)
 
 
 def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: list,
-             limits: Limits, json_logs: bool) -> None:
+             limits: Limits, json_logs: bool, after: Callable[[], None] | None = None) -> None:
     from probe.analysis.hints import RunningHint
     from probe.cli.common import verbosity
     from probe.cli.progress import JsonReporter, PlainReporter, RichReporter
@@ -546,6 +575,8 @@ def _execute(db, db_path: Path, run_row: dict, config: ProbeConfig, controls: li
         say(_("see the evidence: {command}").format(command=f"probe show{db_flag(db_path)} URL"))
     if summaries[-1].status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
+    if after is not None:
+        after()
 
 
 # How a run ended, in words (the status codes themselves stay as stored).

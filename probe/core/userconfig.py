@@ -34,10 +34,14 @@ KEYS = {
     "max-bytes": i18n.N_("a data cap per run, e.g. 200MB (a run stops there; --resume continues)"),
     "max-runtime": i18n.N_("a time cap per run, e.g. 30m"),
     "lang": i18n.N_("language of messages: be, ru or en (default: your locale)"),
+    "collector": i18n.N_("a collector to upload results to after each run (a URL; `probe upload` sends them now)"),
+    "collector-token": i18n.N_("your token for that collector (from its operator; or BYNET_PROBE_COLLECTOR_TOKEN)"),
 }
 # Keys that hold several values (tried in order); the others hold one.
 MULTI = {"control"}
 CONSENT_SECTION = "consent"
+# Uploading is agreed to apart from measuring: results leave the machine.
+UPLOAD_CONSENT_SECTION = "upload-consent"
 # Raised when the notice changes in substance, so that volunteers read it again.
 NOTICE_VERSION = 1
 
@@ -109,11 +113,28 @@ def value(key: str, path: Path | None = None) -> str | None:
     return values[0] if values else None
 
 
+def check_collector_url(url: str) -> str:
+    """A collector URL: http(s)://HOST[:PORT][/PATH], no user name in it."""
+    text = url.strip()
+    try:
+        u = url_of(text)
+        ok = u.scheme in ("http", "https") and bool(u.host) and u.user is None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(i18n._("{url!r} is not a collector URL (use http(s)://HOST[:PORT])").format(url=url))
+    return text.rstrip("/")
+
+
 def check_value(key: str, text: str) -> str:
     """The value as stored, or ConfigError saying what is wrong with it."""
     text = text.strip()
     if key == "control":
         return check_control_url(text)
+    if key == "collector":
+        return check_collector_url(text)
+    if key == "collector-token" and (not text or len(text) > 200 or any(c.isspace() for c in text)):
+        raise ConfigError(i18n._("a collector token is one word of at most 200 characters"))
     if key in ("list", "db"):
         p = Path(text).expanduser()
         if key == "list" and not p.is_file():
@@ -176,20 +197,22 @@ def show(path: Path | None = None) -> dict[str, list[str]]:
     return {key: get(key, path) for key in KEYS}
 
 
-def consent_given(path: Path | None = None, version: int = NOTICE_VERSION) -> bool:
+def consent_given(path: Path | None = None, version: int = NOTICE_VERSION, section: str = CONSENT_SECTION) -> bool:
     """Whether the volunteer accepted this version of the notice (``probe run`` asks
-    once; ``--yes`` accepts it for automation)."""
+    once; ``--yes`` accepts it for automation); ``section`` names another notice (the
+    upload notice)."""
     path = path or config_path()
     if not path.exists():
         return False
     parser = _read(path)
     try:
-        return parser.getint(CONSENT_SECTION, "version", fallback=0) >= version
+        return parser.getint(section, "version", fallback=0) >= version
     except ValueError:
         return False
 
 
-def record_consent(path: Path | None = None, version: int = NOTICE_VERSION, how: str = "asked") -> Path:
+def record_consent(path: Path | None = None, version: int = NOTICE_VERSION, how: str = "asked",
+                   section: str = CONSENT_SECTION) -> Path:
     """Remember that the notice was accepted, when and how (asked, --yes)."""
-    return _write(path or config_path(), CONSENT_SECTION,
+    return _write(path or config_path(), section,
                   {"version": str(version), "accepted_at": utcnow(), "how": how})

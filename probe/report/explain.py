@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from probe import store
+from probe.analysis.crossnet import judge_across, network_key
 from probe.core.i18n import _
 from probe.core.verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, TAGS, VERDICTS
 from probe.report.model import NO_CONFIDENCE_VERDICTS, confidence_level, db_name, evidence_lines, short_time
@@ -74,14 +75,18 @@ def explain_data(
     *,
     classifier_version: str | None = None,
     db_option: str | None = None,
+    network: str | None = None,
 ) -> dict[str, Any]:
     """The latest verdict of ``ref`` (URL, host or measurement id) by the newest
     classifier that judged it, as plain data: what `probe explain --json` prints and
     what the text is made from. Keys and values are untranslated (researchers' form);
     ``db`` is the database's file name, never its path. Raises NothingToExplain, with
     the next step in its message, when there is nothing to explain."""
-    mid = store.find_measurement_id(db, ref)
+    mid = store.find_measurement_id(db, ref, network=network)
     if mid is None:
+        if network:
+            raise NothingToExplain(_("no measurement of {ref} on {network} in this database").format(
+                ref=ref, network=network))
         raise NothingToExplain(_("no measurement of {ref} in this database (measure it with `probe run`)").format(
             ref=ref))
     m = store.measurement_row(db, mid)
@@ -99,6 +104,7 @@ def explain_data(
     verdict = v["verdict"]
     blocked = None if v["blocked"] is None else bool(v["blocked"])
     confidence = v["confidence"]
+    across, others = _across_networks(db, url, mid, v["classifier_version"])
     return {
         "url": url,
         "measurement_id": mid,
@@ -118,13 +124,39 @@ def explain_data(
         "rule_id": v["rule_id"],
         "layers": json.loads(v["layers"] or "{}"),
         "classifier_version": v["classifier_version"],
+        "across_networks": across,
+        "other_networks": others,
     }
 
 
-def explain_json(db: sqlite_utils.Database, ref: str, *, classifier_version: str | None = None) -> str:
+def _across_networks(db: sqlite_utils.Database, url: str, mid: str,
+                     classifier_version: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """This measurement judged with the other networks' measurements of the URL (the
+    same stage `probe report` applies: probe.analysis.crossnet), and each other
+    network's latest reading: on a collector's database, many networks side by side."""
+    rows = list(store.report_rows(db, classifier_version, urls=[url]))
+    own = next((r for r in rows if r["measurement_id"] == mid), None)
+    if own is None:
+        return None, []
+    c = judge_across(rows).get(mid)
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:  # in time order: the last one of a network is its latest
+        latest[network_key(r)] = r
+    latest.pop(network_key(own), None)
+    others = [{"network": n, "verdict": r["verdict"], "blocked": r["blocked"], "measured_at": r["measured_at"],
+               "measurement_id": r["measurement_id"]} for n, r in sorted(latest.items())]
+    across = None if c is None else {
+        "verdict": c.verdict, "blocked": c.blocked, "confidence": c.confidence, "rule_id": c.rule_id,
+        "changed": c.changed, "evidence": c.evidence, "networks_compared": c.networks_compared,
+        "cross_version": c.cross_version}
+    return across, others
+
+
+def explain_json(db: sqlite_utils.Database, ref: str, *, classifier_version: str | None = None,
+                 network: str | None = None) -> str:
     """`probe explain --json`: ``explain_data`` as one JSON object."""
-    return json.dumps(explain_data(db, ref, classifier_version=classifier_version), ensure_ascii=False,
-                      indent=2, default=str) + "\n"
+    return json.dumps(explain_data(db, ref, classifier_version=classifier_version, network=network),
+                      ensure_ascii=False, indent=2, default=str) + "\n"
 
 
 def explain_measurement(
@@ -133,23 +165,30 @@ def explain_measurement(
     *,
     db_option: str | None = None,
     classifier_version: str | None = None,
+    network: str | None = None,
 ) -> str:
     """The explanation of the latest measurement of ``ref`` (URL, host or measurement
     id), by the newest classifier that judged it. Raises NothingToExplain, with the
     next step in its message, when there is nothing to explain. ``db_option`` is
     repeated in the suggested commands when the database is not the default one."""
-    d = explain_data(db, ref, classifier_version=classifier_version, db_option=db_option)
+    d = explain_data(db, ref, classifier_version=classifier_version, db_option=db_option, network=network)
     verdict, blocked, confidence = d["verdict"], d["blocked"], d["confidence"]
+    across = d["across_networks"]
+    alone: str | None = None
+    if across and across["changed"]:
+        # what `probe report` shows: the verdict once other networks were heard
+        alone = f"{verdict} ({_short_blocked(blocked)})"
+        verdict, blocked, confidence = across["verdict"], across["blocked"], across["confidence"]
     net = d["network"]
     network = " ".join(x for x in (net["cc"], net["asn"]) if x) or _("an unknown network")
     if net["name"]:
         network += f" ({net['name']})"
-    evidence = evidence_lines(d["evidence"])
+    evidence = evidence_lines([*(across["evidence"] if across and across["changed"] else []), *d["evidence"]])
     layers: dict[str, Any] = d["layers"]
 
     # labels padded to one width (that of the longest, shown or not), whatever their
     # length in the volunteer's language
-    labels = [_("Verdict:"), _("Meaning:"), _("Blocked:"), _("Confidence:"), _("Note:")]
+    labels = [_("Verdict:"), _("Meaning:"), _("Blocked:"), _("Confidence:"), _("Note:"), _("Alone:")]
     width = max(len(label) for label in labels) + 2
     fields: list[tuple[str, str]] = [
         (_("Verdict:"), verdict),
@@ -160,6 +199,8 @@ def explain_measurement(
     if conf_line is not None:
         fields.append((_("Confidence:"), conf_line))
     fields += [(_("Note:"), _(TAGS[t][1])) for t in d["tags"] if t in TAGS]
+    if alone is not None:
+        fields.append((_("Alone:"), _("this measurement by itself said {verdict}").format(verdict=alone)))
     lines = [
         d["url"],
         _("measured {when} UTC from {network}").format(when=short_time(d["measured_at"]), network=network),
@@ -168,6 +209,7 @@ def explain_measurement(
         "",
         _("Why:") if evidence else _("Why: (no evidence lines recorded)"),
         *(f"  {i}. {text}" for i, text in enumerate(evidence, 1)),
+        *_other_networks_lines(d["other_networks"]),
         "",
         _("For researchers:"),
         "  " + _("decided by layer {layer}, rule {rule}; classifier {classifier}; measurement {measurement}").format(
@@ -186,6 +228,24 @@ def explain_measurement(
         lines.append("  " + _("no per-layer readings recorded"))
     lines += ["", _("See the raw evidence: {command}").format(command=_show_hint(d["url"], db_option))]
     return "\n".join(lines) + "\n"
+
+
+def _short_blocked(blocked: bool | None) -> str:
+    if blocked is None:
+        return cant_tell_word()
+    return _("blocked") if blocked else _("not blocked")
+
+
+def _other_networks_lines(others: list[dict[str, Any]]) -> list[str]:
+    """Each other network's latest reading of the site, one line each."""
+    if not others:
+        return []
+    out = ["", _("On other networks (latest):")]
+    for o in others:
+        out.append("  " + _("{network}: {verdict} ({blocked}), {when} UTC").format(
+            network=o["network"], verdict=o["verdict"], blocked=_short_blocked(o["blocked"]),
+            when=short_time(o["measured_at"])))
+    return out
 
 
 def _num(value: Any) -> str:

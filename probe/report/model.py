@@ -28,6 +28,7 @@ from typing import Any
 import sqlite_utils
 
 from probe import store
+from probe.analysis.crossnet import apply_crossnet, judge_across
 from probe.core.records import utcnow
 from probe.core.verdicts import CANT_TELL, LAYERS, LOW_CONFIDENCE, VERDICTS, tag_label
 
@@ -44,6 +45,9 @@ NO_CONFIDENCE_VERDICTS = frozenset({"error"})
 
 # How a site fares on one network, as the chart and the sort order see it: worst first.
 STATUSES = ("blocked", "cant_tell", "error", "down", "ok")
+
+# What the cross-network stage adds to a row, carried into every table and export.
+CROSS_FIELDS = ("own_verdict", "own_blocked", "own_confidence", "cross_rule_id", "cross_version", "networks_compared")
 
 # --- collecting ------------------------------------------------------------------------
 
@@ -75,7 +79,9 @@ def collect(dbs: Sequence[sqlite_utils.Database], classifier_version: str | None
             row["db"] = name
             out.append(row)
     out.sort(key=lambda r: (r["url"] or "", r["measured_at"] or "", r["measurement_id"]))
-    return out
+    # Many networks side by side: each measurement judged with the others of its URL
+    # (analysis.crossnet); a measurement's own verdict stays in own_verdict.
+    return apply_crossnet(out, judge_across(out))
 
 
 def db_name(path: str) -> str:
@@ -246,6 +252,7 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "rule_id": latest.get("rule_id"),
                 "evidence": latest.get("evidence") or [],
                 "measurement_id": latest["measurement_id"],
+                **{k: latest.get(k) for k in CROSS_FIELDS},
                 "first_seen": same[0].get("measured_at"),
                 "last_seen": same[-1].get("measured_at"),
                 "first_measured": group[0].get("measured_at"),

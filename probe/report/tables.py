@@ -7,17 +7,18 @@ import io
 import json
 from collections.abc import Iterable
 
-from probe.report.model import Row, blocked_word, evidence_lines
+from probe.report.model import CROSS_FIELDS, Row, blocked_word, evidence_lines, network_of
 
 EXPORT_FIELDS = (
-    "measurement_id", "url", "domain", "category", "cc", "asn", "network_name", "measured_at",
+    "measurement_id", "url", "domain", "category", "cc", "asn", "network_name", "network", "measured_at",
     "verdict", "blocked", "confidence", "tags", "layer", "rule_id", "evidence", "classifier_version",
-    "run_id", "db",
+    "run_id", "db", *CROSS_FIELDS,
 )
 
 
 def _export_row(r: Row) -> Row:
     out = {k: r.get(k) for k in EXPORT_FIELDS}
+    out["network"] = network_of(r)  # "BY/AS6697": how reports and the feeds name it
     out["blocked"] = r.get("blocked")  # true, false, or null: "can't tell"
     out["tags"] = list(r.get("tags") or [])
     out["evidence"] = [
@@ -43,5 +44,7 @@ def render_csv(rows: Iterable[Row]) -> str:
         out["blocked"] = blocked_word(out["blocked"])
         out["tags"] = " ".join(out["tags"] or [])
         out["evidence"] = " | ".join(evidence_lines(out["evidence"]))
+        out["own_blocked"] = blocked_word(out["own_blocked"]) if out["own_verdict"] else ""
+        out["networks_compared"] = " ".join(out["networks_compared"] or [])
         writer.writerow(out)
     return buf.getvalue()

@@ -15,6 +15,28 @@ calls the functions re-exported here.
 from probe.core.bundle import BUNDLE_VERSION, BundleError
 from probe.store.browse import browse_metadata, datasette_names
 from probe.store.bundles import bundle, public_run, save_bundle
+from probe.store.collector import (
+    TokenError,
+    add_token,
+    add_webhook,
+    due_deliveries,
+    get_event,
+    known_ids,
+    list_events,
+    list_tokens,
+    list_webhooks,
+    mark_delivery,
+    not_uploaded,
+    record_uploads,
+    remove_webhook,
+    revoke_token,
+    save_batch,
+    save_cross_verdicts,
+    save_events,
+    token_owner,
+    upload_history,
+    uploaders,
+)
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -73,6 +95,26 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "TokenError",
+    "add_token",
+    "add_webhook",
+    "due_deliveries",
+    "get_event",
+    "known_ids",
+    "list_events",
+    "list_tokens",
+    "list_webhooks",
+    "mark_delivery",
+    "not_uploaded",
+    "record_uploads",
+    "remove_webhook",
+    "revoke_token",
+    "save_batch",
+    "save_cross_verdicts",
+    "save_events",
+    "token_owner",
+    "upload_history",
+    "uploaders",
     "BUNDLE_VERSION",
     "BundleError",
     "bundle",

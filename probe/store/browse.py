@@ -119,6 +119,34 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "evidence": 'JSON [{"text": ..., "fields": {...}}, ...] (latest_verdicts shows the texts)',
         "layers": "JSON: each layer's reading", "tags": "JSON list of qualifiers (partial:ipv4, slow, ...)",
     }),
+    "cross_verdicts": ("Each measurement judged with the other networks' measurements of the same URL (a "
+                       "collector, or `probe report` over several databases): the second stage, its own version.", {
+        "verdict": _VERDICT, "blocked": "1 blocked, 0 not, empty: can't tell", "confidence": "0..1",
+        "rule_id": "cross.works_elsewhere, cross.fails_everywhere, cross.same_censor, ...",
+        "evidence": "JSON: why, naming the networks compared", "networks_compared": "JSON list: CC/ASN of the peers",
+        "own_verdict": "the measurement's own verdict", "changed": "1 when the networks changed it",
+    }),
+    "events": ("Blocking events: a site newly blocked, unblocked or blocked another way on a network, each "
+               "confirmed by 2 agreeing measurements (a collector; also /events.json and /events.atom).", {
+        "kind": "blocked, unblocked or method_changed", "network": "CC/ASN", "before": "the old state's verdict",
+        "after": "the new state's verdict", "since": "UTC: the first measurement of the new state",
+        "confirmed_at": "UTC: the measurement that confirmed it", "measurement_ids": "JSON: the confirming ones",
+        "evidence": "JSON", "detected_at": "UTC: when the collector found it",
+    }),
+    "uploads": ("What this volunteer's probe uploaded, to which collector, and when (probe show uploads).", {
+        "collector": "the collector's URL", "batch_id": "the batch it went in ('known': the collector had it)",
+    }),
+    "collected": ("A collector's record of who sent each measurement: the token's name, never an address.", {
+        "uploader": "the token's name", "batch_id": "the batch it came in", "received_at": "UTC",
+    }),
+    "batches": ("Batches a collector received: who sent them, how many measurements were new.", {
+        "accepted": "measurements stored", "duplicates": "measurements it already had",
+    }),
+    "tokens": ("A collector's upload tokens: names and SHA-256 hashes only.", {
+        "token_sha256": "the token's hash (the token itself is never stored)", "revoked_at": "UTC, once revoked",
+    }),
+    "webhooks": ("URLs a collector tells of every new blocking event.", {}),
+    "webhook_deliveries": ("Each event's delivery to each webhook: attempts, when delivered or given up.", {}),
     "site_verdicts": ("Every classified measurement with its site, network and verdict (by the newest classifier "
                       "that judged it), the evidence in words.", _VIEW_COLUMNS),
     "latest_verdicts": ("One row per site and network: the verdict of its newest classified measurement, the "

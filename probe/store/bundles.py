@@ -10,8 +10,10 @@ What never leaves the volunteer's database, however it was stored:
 - the configuration's ``own_addresses`` (never stored; dropped again in case an older or
   edited database holds them).
 Columns added to ``runs`` later travel only once named in ``probe.core.bundle.RUN_FIELDS``.
-Not scrubbed here: observations themselves. A run without --store-ip already replaced the
-address in pages; one with it kept pages as they came, address included (see the README).
+- the address inside pages: a run without --store-ip replaced it before storing; one
+  with it kept pages as they came, so ``bundle`` replaces it (``core.scrub``, every
+  spelling) in the bundle's pages, headers, titles and redirect URLs. The body hash
+  stays that of the page as stored.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 import sqlite_utils
 
-from probe.core.bundle import RUN_FIELDS, BundleError, make_bundle, read_bundle
+from probe.core.bundle import RUN_FIELDS, Bundle, BundleError, make_bundle, read_bundle
 from probe.core.records import Measurement
+from probe.core.scrub import Scrubber, scrub_measurement
 from probe.store.observations import has_measurement, load_measurement, save_measurement
 from probe.store.runs import run_exists
 from probe.store.schema import writing
@@ -60,6 +63,8 @@ def bundle(db: sqlite_utils.Database, measurement_id: str) -> dict[str, Any]:
         raise KeyError(measurement_id)
     run_id = next(iter(db.query("select run_id from measurements where measurement_id = ?", [measurement_id])))["run_id"]
     run = next(iter(db.query("select * from runs where run_id = ?", [run_id])))
+    if run.get("probe_ip"):
+        scrub_measurement(m, Scrubber([run["probe_ip"]]))
     target = next(iter(db.query(
         "select url, category, note, position from run_targets where run_id = ? and url = ?", [run_id, m.url])), None)
     return make_bundle(public_run(run), m, target or {"url": m.url, "category": m.category})
@@ -83,8 +88,9 @@ def save_bundle(db: sqlite_utils.Database, data: Any) -> bool:
     not hold it yet, with the status it was sent with), its target and the measurement
     with every observation. False, writing nothing, when the measurement is already
     here (a retried upload); BundleError, writing nothing, for a bundle that is not one
-    (newer, malformed, oversize, or reusing another measurement's record ids)."""
-    b = read_bundle(data)
+    (newer, malformed, oversize, or reusing another measurement's record ids). A
+    ``Bundle`` already checked by ``read_bundle`` is taken as it is."""
+    b = data if isinstance(data, Bundle) else read_bundle(data)
     m = b.measurement
     run_id = b.run["run_id"]
     with writing(db):

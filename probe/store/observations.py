@@ -231,11 +231,14 @@ def body_head(blob: bytes | None) -> bytes:
     return gzip.decompress(blob) if blob else b""
 
 
-def find_measurement_id(db: sqlite_utils.Database, ref: str, run_id: str | None = None) -> str | None:
+def find_measurement_id(db: sqlite_utils.Database, ref: str, run_id: str | None = None,
+                        network: str | None = None) -> str | None:
     """A measurement id (or unique prefix), or the latest measurement of a URL.
 
     A URL matches with or without a trailing slash, and a bare host name matches its
-    http(s) URLs, since that is how people type them."""
+    http(s) URLs, since that is how people type them. ``network`` ("BY/AS6697", or a
+    country or an ASN alone) keeps the measurements of that network: on a collector's
+    database, many networks measured the same URL."""
     rows = list(db.query("select measurement_id from measurements where measurement_id like ? limit 2", [ref + "%"]))
     if len(rows) == 1:
         return rows[0]["measurement_id"]
@@ -245,6 +248,13 @@ def find_measurement_id(db: sqlite_utils.Database, ref: str, run_id: str | None 
     if run_id:
         where = f"({where}) and run_id = ?"
         params.append(run_id)
+    if network:
+        cc, _, asn = network.upper().partition("/") if "/" in network else (
+            ("", "", network.upper()) if network.upper().startswith("AS") or network.isdigit() else (network.upper(), "", ""))
+        asn = asn if not asn or asn.startswith("AS") else f"AS{asn}"
+        conds = [c for c, v in (("upper(r.cc) = ?", cc), ("upper(r.asn) = ?", asn)) if v]
+        where = f"({where}) and run_id in (select r.run_id from runs r where {' and '.join(conds)})"
+        params += [v for v in (cc, asn) if v]
     rows = list(db.query(f"select measurement_id from measurements where {where} order by started_at desc limit 1", params))
     return rows[0]["measurement_id"] if rows else None
 

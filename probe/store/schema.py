@@ -264,12 +264,49 @@ def _m5_network_and_tags(db: sqlite_utils.Database) -> None:
     db.table("tls_handshakes").add_column("cert_checked_at", str)
 
 
+def _m6_collector(db: sqlite_utils.Database) -> None:
+    """Many vantage points in one place (issue 9). On a volunteer's database: what was
+    sent to which collector (``uploads``), so an interrupted upload resumes. On a
+    collector's: who sent each measurement (``collected``: the uploader's token name,
+    never an address), the batches received, the tokens (hashed), the verdicts across
+    networks (``cross_verdicts``, a second stage with its own version), the blocking
+    events found in them and the webhooks told about them. One schema for both, so a
+    collector's database is a volunteer's plus these rows."""
+    db.table("uploads").create({"measurement_id": str, "collector": str, "batch_id": str, "uploaded_at": str},
+                               pk=("measurement_id", "collector"))
+    db.table("uploads").create_index(["collector", "uploaded_at"])
+    db.table("collected").create({"measurement_id": str, "uploader": str, "batch_id": str, "received_at": str},
+                                 pk="measurement_id")
+    db.table("collected").create_index(["uploader"])
+    db.table("batches").create({"batch_id": str, "uploader": str, "received_at": str, "probe_version": str,
+                                "bundles": int, "accepted": int, "duplicates": int}, pk="batch_id")
+    db.table("tokens").create({"name": str, "token_sha256": str, "created_at": str, "revoked_at": str}, pk="name")
+    db.table("tokens").create_index(["token_sha256"], unique=True)
+    db.table("cross_verdicts").create(
+        {"measurement_id": str, "cross_version": str, "verdict": str, "blocked": int, "confidence": float,
+         "rule_id": str, "evidence": str, "networks_compared": str, "own_verdict": str, "changed": int,
+         "judged_at": str},
+        pk=("measurement_id", "cross_version"))
+    db.table("events").create(
+        {"event_id": str, "kind": str, "url": str, "domain": str, "network": str, "cc": str, "asn": str,
+         "network_name": str, "before": str, "after": str, "since": str, "confirmed_at": str, "last_before": str,
+         "measurement_ids": str, "evidence": str, "events_version": str, "detected_at": str},
+        pk="event_id")
+    db.table("events").create_index(["confirmed_at"])
+    db.table("webhooks").create({"url": str, "added_at": str}, pk="url")
+    db.table("webhook_deliveries").create(
+        {"event_id": str, "url": str, "attempts": int, "next_attempt_at": str, "delivered_at": str,
+         "last_error": str, "gave_up_at": str},
+        pk=("event_id", "url"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
     (3, "verdicts table", _m3_verdicts),
     (4, "control attempts and failure reason", _m4_control_attempts),
     (5, "network epochs, verdict tags, certificates judged at the control's time", _m5_network_and_tags),
+    (6, "uploads, and a collector's uploaders, tokens, cross-network verdicts and events", _m6_collector),
 ]
 
 

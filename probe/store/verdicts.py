@@ -4,7 +4,7 @@ version), read by reports and `explain`. One version order for the whole project
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlite_utils
@@ -39,11 +39,12 @@ def classifier_versions(db: sqlite_utils.Database) -> list[str]:
     return sorted(found, key=version_key)
 
 
-def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None) -> Iterator[dict[str, Any]]:
+def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None,
+                urls: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     """One row per classified measurement with what a report needs: url, domain, cc,
     asn, network, measured_at, verdict, blocked, confidence, layer, rule_id, evidence
     (list of {text, fields}). The latest classifier version present is used unless one
-    is named."""
+    is named; ``urls`` keeps those URLs only (a collector re-judging what a batch touched)."""
     if classifier_version is None:
         versions = classifier_versions(db)
         if not versions:
@@ -56,10 +57,21 @@ def report_rows(db: sqlite_utils.Database, classifier_version: str | None = None
         from verdicts v
         join measurements m using (measurement_id)
         join runs r on r.run_id = m.run_id
-        where v.classifier_version = ?
+        where v.classifier_version = ? {only}
         order by m.url, m.started_at
     """
-    for row in db.query(sql, [classifier_version]):
+    if urls is not None:
+        wanted = sorted(set(urls))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            yield from _rows(db, sql.format(only=f"and m.url in ({','.join('?' * len(chunk))})"),
+                             [classifier_version, *chunk])
+        return
+    yield from _rows(db, sql.format(only=""), [classifier_version])
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+    for row in db.query(sql, params):
         row["blocked"] = None if row["blocked"] is None else bool(row["blocked"])
         row["evidence"] = json.loads(row["evidence"] or "[]")
         row["tags"] = json.loads(row["tags"] or "[]")

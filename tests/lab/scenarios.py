@@ -8,12 +8,15 @@ its own, so two labs never see each other's addresses.
 Address plan (all in 10.77.0.0/16, see README.md):
 
 * 10.77.0.0/24  volunteer <-> ISP       (volunteer 10.77.0.2, ISP router + resolver 10.77.0.1)
-* 10.77.1.0/24  ISP <-> open internet   (authoritative DNS 10.77.1.53, control helper 10.77.1.80)
+* 10.77.1.0/24  ISP <-> open internet   (authoritative DNS 10.77.1.53, control helper 10.77.1.80,
+                                         the collector test's collector 10.77.1.70)
 * 10.77.2.0/24  web sites of the open internet, one address per site
 * 10.77.3.0/24  the censor's own hosts  (resolver .53, blockpage .80, redirector .30,
                                          "different page" .90, TLS interception .43,
                                          transparent proxy .44)
 * 10.77.4.0/24  dead addresses: blackholed by the ISP router (a silent timeout)
+* 10.77.N.0/24  other volunteers' networks (VANTAGES): slow 5, hotel 6, roam 7 (and 8),
+                vol2 9 (a second ISP's subscriber), abroad 10 (linked to the open internet)
 
 Censor rules are written as in ``iptables -t TABLE -A CHAIN <spec>``; the lab adds
 ``-i <ISP's interface towards the volunteer>`` to each: the censor filters its own
@@ -527,6 +530,16 @@ class Vantage:
     portal: bool = False  # behind a captive portal (its own resolver and web server)
     censored: bool = False  # the censor's rules apply to it as to vol
     second_net: int | None = None  # a second link, straight to the open internet
+    # a subscriber of a second ISP (same router, another censor): its own resolver
+    # (dnsmasq on isp_ip, forwarding to the authoritative DNS, no lies), and the censor
+    # rules of NETWORK_SITES for it, which pick its traffic by source subnet
+    second_isp: bool = False
+    # "net": its link goes straight to the open internet (a volunteer abroad), its
+    # resolver is the authoritative DNS; isp_ip is then net's end of the link
+    upstream: str = "isp"
+    # replaces the first letter of its name in the upstream end's veth name (and the
+    # third in its own) where that would clash: vol2 -> vo2XXXX / isp2XXXX, not ispvXXXX
+    tag: str = ""
 
     @property
     def ip(self) -> str:
@@ -535,6 +548,16 @@ class Vantage:
     @property
     def isp_ip(self) -> str:
         return f"10.77.{self.net}.1"
+
+    @property
+    def subnet(self) -> str:
+        return f"10.77.{self.net}.0/24"
+
+    @property
+    def resolver(self) -> str:
+        """What its /etc/resolv.conf names: its ISP's resolver (or the hotel's), else,
+        abroad, the open internet's DNS."""
+        return AUTH_DNS_IP if self.upstream == "net" else self.isp_ip
 
 
 BIG_PAGE_SIZE = 3_000_000  # an HTML page with a title, larger than the 2 MiB body cap
@@ -552,6 +575,12 @@ VANTAGES: tuple[Vantage, ...] = (
     Vantage("roam", 7, "a laptop on the censoring ISP (censored as vol is) that moves, half-way through its run, "
                        "to another network (a second link straight to the open internet, another resolver)",
             censored=True, second_net=8),
+    # The collector test's volunteers (NETWORK_SITES), beside vol: another Belarusian
+    # ISP whose censor resets TLS by SNI, and a volunteer abroad.
+    Vantage("vol2", 9, "a subscriber of a second ISP (another censor): its resolver does not lie, its censor "
+                       "resets TLS handshakes by SNI (for its own subnet only)", second_isp=True, tag="2"),
+    Vantage("abroad", 10, "a volunteer abroad: a link straight to the open internet, its DNS, no censor",
+            upstream="net"),
 )
 
 # What the roaming volunteer measures: the censored ones first, so that they are
@@ -593,11 +622,128 @@ EXTRA_SITES: tuple[Site, ...] = (
 )
 
 
+# ------------------------------------------------------------------------------ one collector
+# Issue 9: volunteers on two networks behind different censors (vol: the ISP resolver
+# lies; vol2: a second ISP resets TLS by SNI) and one abroad measure the same few sites
+# without a control helper and upload to one collector, which serves in `net`
+# (test_collector_lab.py). These sites are in every lab; SCENARIOS and the targets file
+# of test_lab.py do not name them.
+
+COLLECTOR_IP = "10.77.1.70"  # on net's loopback, as the control helper
+COLLECTOR_PORT = 8470
+COLLECTOR_URL = f"http://{COLLECTOR_IP}:{COLLECTOR_PORT}"
+
+# The network each volunteer of the collector test says it is on (--cc, --asn).
+NETWORKS: dict[str, tuple[str, str]] = {
+    "vol": ("BY", "AS6697"),  # Beltelecom: its resolver lies
+    "vol2": ("BY", "AS25106"),  # a second Belarusian ISP: SNI resets
+    "abroad": ("DE", "AS3320"),  # abroad: no censor
+}
+
+
+def network_name(role: str) -> str:
+    """How reports name a volunteer's network ("BY/AS6697")."""
+    return "/".join(NETWORKS[role])
+
+
+def sni_reset(host: str) -> Rule:
+    """A censor's SNI filter: a ClientHello naming ``host`` is answered with RST (only on
+    :443, so an upload that names the site, on another port, goes through)."""
+    return Rule("filter", "FORWARD",
+                f"-p tcp --dport 443 -m string --string {host} --algo bm -j REJECT --reject-with tcp-reset")
+
+
+@dataclass(frozen=True)
+class NetworkSite:
+    """A site of the collector test, what each network's censor does to it, and the
+    verdict the collector must give on each network (roles of NETWORKS)."""
+
+    name: str
+    site: Site
+    description: str
+    expected: tuple[tuple[str, str], ...]  # (role, verdict on the collector)
+    # what each volunteer's own run says of it without a control helper: (role, verdict)
+    own: tuple[tuple[str, str], ...]
+    isp_dns: tuple[str, ...] = ()  # lies of vol's ISP resolver (vol2 and abroad do not ask it)
+    censor: tuple[tuple[str, Rule], ...] = ()  # (role, rule): that network's censor, from the start
+    # (role, rule) the censor adds between two rounds; then `expected_after` holds
+    later: tuple[tuple[str, Rule], ...] = ()
+    expected_after: tuple[tuple[str, str], ...] = ()
+    own_after: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.site.host}/"
+
+    @property
+    def host(self) -> str:
+        return self.site.host
+
+
+def _everywhere(verdict: str) -> tuple[tuple[str, str], ...]:
+    return tuple((role, verdict) for role in NETWORKS)
+
+
+NETWORK_SITES: tuple[NetworkSite, ...] = (
+    NetworkSite(
+        "dnsonly", Site("dnsonly", "10.77.2.70"),
+        "vol's ISP resolver says the name does not exist; vol2 and abroad resolve it",
+        expected=(("vol", "dns.nxdomain"), ("vol2", "ok"), ("abroad", "ok")),
+        own=(("vol", "dns.nxdomain"), ("vol2", "ok"), ("abroad", "ok")),
+        isp_dns=("address=/dnsonly.lab.test/",),
+    ),
+    NetworkSite(
+        "snionly", Site("snionly", "10.77.2.71"),
+        "vol2's ISP resets a ClientHello naming the site; vol and abroad load it",
+        expected=(("vol", "ok"), ("vol2", "tls.reset"), ("abroad", "ok")),
+        own=(("vol", "ok"), ("vol2", "tls.reset"), ("abroad", "ok")),
+        censor=(("vol2", sni_reset("snionly.lab.test")),),
+    ),
+    NetworkSite(
+        "offline", Site("offline", "10.77.2.251", serve=False),
+        "down for everyone: the name resolves everywhere to an address where nothing listens (RST)",
+        expected=_everywhere("down"),
+        own=_everywhere("tcp.refused"),
+    ),
+    NetworkSite(
+        "later", Site("later", "10.77.2.72"),
+        "works everywhere, until vol2's ISP starts resetting a ClientHello naming it (between rounds)",
+        expected=_everywhere("ok"),
+        own=_everywhere("ok"),
+        later=(("vol2", sni_reset("later.lab.test")),),
+        expected_after=(("vol", "ok"), ("vol2", "tls.reset"), ("abroad", "ok")),
+        own_after=(("vol", "ok"), ("vol2", "tls.reset"), ("abroad", "ok")),
+    ),
+    NetworkSite(
+        "always_ok", Site("always-ok", "10.77.2.73"),
+        "works everywhere",
+        expected=_everywhere("ok"),
+        own=_everywhere("ok"),
+    ),
+)
+
+
+def network_targets_text() -> str:
+    """The collector test's target list."""
+    return "# censorship lab: the collector test's sites (tests/lab/test_collector_lab.py)\n" + "".join(
+        f"{n.url}\n" for n in NETWORK_SITES)
+
+
+def network_dns_lines() -> list[str]:
+    """Lies of vol's ISP resolver for NETWORK_SITES."""
+    return [line for n in NETWORK_SITES for line in n.isp_dns]
+
+
+def network_rules() -> list[tuple[NetworkSite, str, Rule]]:
+    """(site, role, rule): the censors' rules for NETWORK_SITES from the start."""
+    return [(n, role, rule) for n in NETWORK_SITES for role, rule in n.censor]
+
+
 def all_sites(scenarios=SCENARIOS) -> list[Site]:
     out: list[Site] = []
     for s in scenarios:
         out.extend(s.sites)
-    return out + list(EXTRA_SITES)
+    return out + list(EXTRA_SITES) + [n.site for n in NETWORK_SITES]
 
 
 def check(scenarios=SCENARIOS) -> None:
@@ -620,6 +766,16 @@ def check(scenarios=SCENARIOS) -> None:
                     for site in other.sites:
                         assert s.match not in site.host, f"{s.name}: {s.match!r} also matches {site.host}"
             assert s.match not in "example.com", "the benign SNI must never match"
+    # the collector test's DPI strings: each its own site's name, no other site's
+    for n in NETWORK_SITES:
+        for role, rule in (*n.censor, *n.later):
+            assert role in NETWORKS, f"{n.name}: {role} is not a network of the collector test"
+            if "--string" in rule.spec:
+                needle = rule.spec.split("--string ", 1)[1].split()[0]
+                assert needle in n.host and needle not in "example.com", (n.name, needle)
+                assert [x.host for x in sites if needle in x.host] == [n.host], f"{n.name}: {needle!r} matches another site"
+                for s in scenarios:
+                    assert needle not in s.url, f"{n.name}: {needle!r} also matches {s.url}"
 
 
 def auth_dns_lines(scenarios=SCENARIOS) -> list[str]:

@@ -11,6 +11,11 @@
                                                     blockpage .80, redirector .30,
                                                     other page .90, interception .43
 
+Other volunteers' networks (``scenarios.VANTAGES``) each have a link of their own to the
+ISP (10.77.N.2 <-> 10.77.N.1): slow, hotel, roam, vol2 (a second ISP's subscriber: its
+own clean resolver on 10.77.9.1, its own censor keyed on its subnet); abroad's link goes
+straight to net (10.77.10.2 <-> 10.77.10.1), no censor.
+
 Every veth is created with both ends inside lab namespaces, and no lab namespace has a
 route outside 10.77.0.0/16: no lab packet can leave, and nothing is added to the host's
 own namespace. ``Lab`` is a synchronous context manager::
@@ -30,6 +35,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -120,8 +126,9 @@ class Lab:
             "isp_cen": f"ispc{suffix}", "cen": f"cen{suffix}",
         }
         for v in S.VANTAGES:  # e.g. slo1a2b (the vantage's end) and isps1a2b (the ISP's)
-            self.ifs[v.name] = f"{v.name[:3]}{suffix}"
-            self.ifs[f"isp_{v.name}"] = f"isp{v.name[0]}{suffix}"
+            self.ifs[v.name] = f"{v.name[:2]}{v.tag or v.name[2]}{suffix}"
+            # abroad: neta1a2b, in net
+            self.ifs[f"{v.upstream}_{v.name}"] = f"{v.upstream}{v.tag or v.name[0]}{suffix}"
             if v.second_net is not None:  # a second link, straight to the open internet
                 self.ifs[f"{v.name}_b"] = f"{v.name[:2]}b{suffix}"
                 self.ifs[f"net_{v.name}"] = f"net{v.name[0]}{suffix}"
@@ -289,7 +296,7 @@ class Lab:
             (i["vol"], ns["vol"], i["isp_vol"], ns["isp"]),
             (i["net"], ns["net"], i["isp_net"], ns["isp"]),
             (i["cen"], ns["cen"], i["isp_cen"], ns["isp"]),
-            *((i[v.name], ns[v.name], i[f"isp_{v.name}"], ns["isp"]) for v in S.VANTAGES),
+            *((i[v.name], ns[v.name], i[f"{v.upstream}_{v.name}"], ns[v.upstream]) for v in S.VANTAGES),
             *((i[f"{v.name}_b"], ns[v.name], i[f"net_{v.name}"], ns["net"]) for v in S.VANTAGES
               if v.second_net is not None),
         ):
@@ -321,7 +328,7 @@ class Lab:
             f"addr add {S.ISP_NET_IP6}/64 dev {i['isp_net']} nodad",
             f"route add fd77:0:0:2::/64 via {S.NET_IP6}",
         ])
-        net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP] + sorted(
+        net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP, S.COLLECTOR_IP] + sorted(
             {x.ip for x in S.all_sites(self.scenarios) if x.ip}, key=lambda a: tuple(map(int, a.split(".")))
         )
         net_addrs6 = [x.ip6 for x in S.all_sites(self.scenarios) if x.ip6]
@@ -350,8 +357,8 @@ class Lab:
                 *([f"addr add 10.77.{v.second_net}.2/24 dev {i[v.name + '_b']}", f"link set {i[v.name + '_b']} up"]
                   if v.second_net is not None else []),
             ])
-            self._ip_batch("isp", [f"addr add {v.isp_ip}/24 dev {i['isp_' + v.name]}",
-                                   f"link set {i['isp_' + v.name]} up"])
+            up_if = i[f"{v.upstream}_{v.name}"]  # the ISP's end (abroad: net's)
+            self._ip_batch(v.upstream, [f"addr add {v.isp_ip}/24 dev {up_if}", f"link set {up_if} up"])
             if v.second_net is not None:
                 self._ip_batch("net", [f"addr add 10.77.{v.second_net}.1/24 dev {i['net_' + v.name]}",
                                        f"link set {i['net_' + v.name]} up"])
@@ -369,7 +376,7 @@ class Lab:
             self.etc_dirs.append(str(d))
             self._save_state()
             vantage = next((v for v in S.VANTAGES if v.name == role), None)
-            resolver = S.ISP_VOL_IP if role == "vol" else (vantage.isp_ip if vantage else S.AUTH_DNS_IP)
+            resolver = S.ISP_VOL_IP if role == "vol" else (vantage.resolver if vantage else S.AUTH_DNS_IP)
             (d / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:1 attempts:2\n")
             (d / "hosts").write_text("127.0.0.1 localhost\n")
 
@@ -391,6 +398,8 @@ class Lab:
             target.append(f"# {scenario.name}")
             target += [f"-A {rule.chain} -i {dev} {rule.spec}" for dev in censored]
         for v in S.VANTAGES:
+            if v.upstream != "isp":
+                continue
             dev = self.ifs["isp_" + v.name]
             if v.loss:
                 out += [f"# {v.name}: a lossy link", f"-A FORWARD -o {dev} -m statistic --mode random "
@@ -400,7 +409,32 @@ class Lab:
                         f"-A FORWARD -i {dev} -j DROP"]
                 nat += [f"# {v.name}: every plain-HTTP request goes to the portal",
                         f"-A PREROUTING -i {dev} -p tcp --dport 80 -j DNAT --to-destination {v.isp_ip}:80"]
+        # the collector test's sites: each network's own censor (vol's by its interface,
+        # the second ISP's by its subscribers' subnet)
+        for site, role, rule in S.network_rules():
+            target = out if rule.table == "filter" else nat
+            target += [f"# {site.name} on {role}'s network", f"-A {rule.chain} {self.censor_scope(role)} {rule.spec}"]
         return "\n".join(out + ["COMMIT"] + nat + ["COMMIT"]) + "\n"
+
+    def censor_scope(self, role: str) -> str:
+        """The iptables match by which a network's censor picks its own subscribers'
+        traffic: vol (and the vantages censored as vol is) by the ISP's interface towards
+        them, a second ISP's subscribers (vol2) by their source subnet."""
+        if role == "vol":
+            return f"-i {self.ifs['isp_vol']}"
+        v = next(x for x in S.VANTAGES if x.name == role)
+        if v.second_isp:
+            return f"-s {v.subnet}"
+        if v.upstream != "isp":
+            raise LabError(f"{role} is not behind the ISP: no censor can reach it")
+        return f"-i {self.ifs['isp_' + v.name]}"
+
+    def censor(self, role: str, rule: S.Rule, *, add: bool = True) -> None:
+        """The censor of ``role``'s network adds (or deletes) one rule, now: a censor
+        whose rules change between two runs."""
+        table = [] if rule.table == "filter" else ["-t", rule.table]
+        _run(["ip", "netns", "exec", self.ns["isp"], "iptables", *table, "-A" if add else "-D", rule.chain,
+              *shlex.split(self.censor_scope(role)), *shlex.split(rule.spec)])
 
     def _firewall(self) -> None:
         path = self.dir / "isp.rules"
@@ -529,8 +563,13 @@ class Lab:
                     {"kind": "portal", "title": S.PORTAL_TITLE, "host": S.PORTAL_HOST,
                      "binds": [{"ip": v.isp_ip, "port": 80}]}])
         # The ISP's resolver, with the censor's lies.
-        self._dnsmasq("isp", "resolver", [S.ISP_VOL_IP, *(v.isp_ip for v in S.VANTAGES if not v.portal)],
-                      [f"server={S.AUTH_DNS_IP}", *S.isp_dns_lines(self.scenarios)])
+        self._dnsmasq("isp", "resolver", [S.ISP_VOL_IP, *(v.isp_ip for v in S.VANTAGES if not v.portal
+                                                            and not v.second_isp and v.upstream == "isp")],
+                      [f"server={S.AUTH_DNS_IP}", *S.isp_dns_lines(self.scenarios), *S.network_dns_lines()])
+        # A second ISP's resolver: it forwards, it does not lie.
+        for v in S.VANTAGES:
+            if v.second_isp:
+                self._dnsmasq("isp", f"resolver-{v.name}", v.isp_ip, [f"server={S.AUTH_DNS_IP}"])
 
     def _check_children(self) -> None:
         for p in self._children.values():
@@ -569,7 +608,7 @@ class Lab:
             self._check_children()
             raise LabError(f"the lab did not come up:\n{p.stderr.strip()}")
         for v in S.VANTAGES:  # and from each vantage, its own resolver and the helper
-            vchecks = [f"dns:{v.isp_ip}:53:{site.host}" + ("" if v.portal else f"={site.ip}")]
+            vchecks = [f"dns:{v.resolver}:53:{site.host}" + ("" if v.portal else f"={site.ip}")]
             if not v.portal:
                 vchecks.append(f"tcp:{S.CONTROL_IP}:{S.CONTROL_PORT}")
             p = self.exec(v.name, [sys.executable, str(HERE / "netcheck.py"), "--deadline",
@@ -580,14 +619,15 @@ class Lab:
         self._check_children()
 
     def exec(self, role: str, argv: list[str], *, timeout: float | None = 60, capture: bool = True,
-             check: bool = False) -> subprocess.CompletedProcess:
-        """Run a command inside a lab namespace and wait for it. It is killed (by pid)
-        when it overruns ``timeout``, on Ctrl-C, and by ``down()``."""
+             check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a command inside a lab namespace and wait for it (``env``: variables added to
+        the environment). It is killed (by pid) when it overruns ``timeout``, on Ctrl-C,
+        and by ``down()``."""
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[role], *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
-            text=True, start_new_session=True, cwd=str(REPO_ROOT), env=_clean_env(),
+            text=True, start_new_session=True, cwd=str(REPO_ROOT), env={**_clean_env(), **(env or {})},
         )
         self._children[p.pid] = p
         try:
@@ -651,10 +691,15 @@ class Lab:
             fh.write(f"nameserver {S.AUTH_DNS_IP}\noptions timeout:1 attempts:2\n")
 
     def run_probe(self, db: str | Path, *, timeout: float = 300, capture: bool = True, role: str = "vol",
-                  wrapper: tuple[str, ...] = (), **kw):
+                  wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None, **kw):
         """`probe run` inside a volunteer's namespace (by default over every scenario),
         behind ``wrapper`` (e.g. faketime) when given."""
-        return self.exec(role, [*wrapper, *self.probe_argv(db, **kw)], timeout=timeout, capture=capture)
+        return self.exec(role, [*wrapper, *self.probe_argv(db, **kw)], timeout=timeout, capture=capture, env=env)
+
+    def start(self, role: str, name: str, argv: list[str]) -> subprocess.Popen:
+        """A server inside a lab namespace (the collector), in a session of its own, its
+        output in <workdir>/<role>-<name>.log; ``down()`` stops it if nothing did before."""
+        return self._spawn(role, name, argv)
 
     # ------------------------------------------------------------------ tear down
 
