@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from probe import store
-from probe.cli.common import fail, open_db_or_fail
+from probe.cli.common import fail, open_db_or_fail, until_stopped
 from probe.collector.service import CollectorConfig
 from probe.core.i18n import _
 
@@ -53,14 +52,7 @@ def serve_cmd(db_path: Path, host: str, port: int, lab_networks: tuple[str, ...]
             click.echo(_("collector listening on {url} (Ctrl-C to stop); database {db}; no client addresses are "
                          "logged").format(url=running.url, db=db_path), err=True)
             sys.stderr.flush()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, stop.set)
-                except (NotImplementedError, RuntimeError):  # Windows
-                    pass
-            await stop.wait()
+            await until_stopped()
             click.echo(_("collector stopping"), err=True)
 
     try:

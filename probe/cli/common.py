@@ -187,3 +187,18 @@ def resolver_option(ctx: click.Context, param: click.Parameter, values: tuple[st
         return [parse_resolver(v) for v in values]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM (the servers' way to end: `control serve`, `collector serve`)."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows
+            pass
+    await stop.wait()

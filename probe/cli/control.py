@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import click
 
-from probe.cli.common import resolver_option
+from probe.cli.common import resolver_option, until_stopped
 from probe.core.addresses import format_hostport
 from probe.helper.server import serve_helper
 from probe.helper.service import HelperConfig
@@ -144,14 +143,7 @@ async def _serve(config: HelperConfig, host: str, port: int) -> None:
                    f"per client, {b.measurement_slots} at once in all, {b.max_connections} connections "
                    f"(file limit {b.fd_limit})")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows
-                pass
-        await stop.wait()
+        await until_stopped()
         click.echo("control helper stopping")
 
 

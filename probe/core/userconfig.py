@@ -74,17 +74,20 @@ def _read(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+def _http_url(text: str) -> bool:
+    """http(s)://HOST[:PORT][/PATH] with no user name in it."""
+    try:
+        u = url_of(text)
+    except ValueError:
+        return False
+    return u.scheme in ("http", "https") and bool(u.host) and u.user is None
+
+
 def check_control_url(url: str) -> str:
     """A control helper URL as we accept it: http(s)://HOST[:PORT][/PATH], or the same
     behind ``ooni+`` for OONI's test-helper protocol."""
     text = url.strip()
-    bare = text[len("ooni+"):] if text.startswith("ooni+") else text
-    try:
-        u = url_of(bare)
-        ok = u.scheme in ("http", "https") and bool(u.host) and u.user is None
-    except ValueError:
-        ok = False
-    if not ok:
+    if not _http_url(text[len("ooni+"):] if text.startswith("ooni+") else text):
         raise ConfigError(f"{url!r} is not a control helper URL (use http(s)://HOST[:PORT], "
                           "or ooni+https://HOST for an OONI test helper)")
     return text
@@ -116,12 +119,7 @@ def value(key: str, path: Path | None = None) -> str | None:
 def check_collector_url(url: str) -> str:
     """A collector URL: http(s)://HOST[:PORT][/PATH], no user name in it."""
     text = url.strip()
-    try:
-        u = url_of(text)
-        ok = u.scheme in ("http", "https") and bool(u.host) and u.user is None
-    except ValueError:
-        ok = False
-    if not ok:
+    if not _http_url(text):
         raise ConfigError(i18n._("{url!r} is not a collector URL (use http(s)://HOST[:PORT])").format(url=url))
     return text.rstrip("/")
 

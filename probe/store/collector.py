@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from probe.core.bundle import Bundle, BundleError
+from probe.core.bundle import Bundle
 from probe.core.records import utcnow
 from probe.store.bundles import save_bundle
 from probe.store.schema import writing
@@ -253,28 +253,3 @@ def mark_delivery(db: sqlite_utils.Database, event_id: str, url: str, *, deliver
             "next_attempt_at = coalesce(?, next_attempt_at), gave_up_at = ? where event_id = ? and url = ?",
             [now if delivered else None, error, next_attempt_at, now if give_up else None, event_id, url])
 
-
-__all__ = [
-    "BundleError",
-    "TokenError",
-    "add_token",
-    "add_webhook",
-    "due_deliveries",
-    "get_event",
-    "known_ids",
-    "list_events",
-    "list_tokens",
-    "list_webhooks",
-    "mark_delivery",
-    "not_uploaded",
-    "record_uploads",
-    "remove_webhook",
-    "revoke_token",
-    "save_batch",
-    "save_cross_verdicts",
-    "save_events",
-    "token_hash",
-    "token_owner",
-    "upload_history",
-    "uploaders",
-]

@@ -46,23 +46,10 @@ import pytest
 
 from . import REPO_ROOT
 from . import scenarios as S
-from .topology import Lab, missing_commands
-
-
-def _skip_reason() -> str | None:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "the censorship lab needs root for network namespaces and iptables"
-    missing = missing_commands()
-    if missing:
-        return "the censorship lab needs " + ", ".join(missing)
-    return None
-
+from .topology import Lab, skip_or_fail_without_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
-if (_reason := _skip_reason()) is not None:
-    if os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.fail(f"{_reason} (CI is root: .ci/run should have installed it)", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+skip_or_fail_without_lab()
 
 ROUNDS = 4
 CENSOR_CHANGES_AFTER = 2  # rounds: the event rule needs 2 agreeing measurements each side

@@ -22,25 +22,10 @@ import pytest
 
 from . import REPO_ROOT
 from . import scenarios as S
-from .topology import Lab, missing_commands, netns_list, netns_pids
-
-
-def _skip_reason() -> str | None:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "the censorship lab needs root for network namespaces and iptables"
-    missing = missing_commands()
-    if missing:
-        return "the censorship lab needs " + ", ".join(missing)
-    return None
-
+from .topology import Lab, netns_list, netns_pids, skip_or_fail_without_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(480)]
-if (_reason := _skip_reason()) is not None:
-    if os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        # CI runs as root and .ci/run installs the lab's tools: a skip there would hide
-        # that the end-to-end verdicts were never checked
-        pytest.fail(f"{_reason} (CI is root: .ci/run should have installed it)", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+skip_or_fail_without_lab()
 
 
 def probe_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

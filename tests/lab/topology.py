@@ -69,6 +69,24 @@ class LabError(RuntimeError):
     pass
 
 
+def skip_or_fail_without_lab() -> None:
+    """For a lab test module: skip it when not root or a command is missing, saying
+    why; in CI, which runs as root and installs the lab's tools, fail instead: a skip
+    there would hide that the end-to-end verdicts were never checked."""
+    import pytest
+
+    reason = None
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        reason = "the censorship lab needs root for network namespaces and iptables"
+    elif missing := missing_commands():
+        reason = "the censorship lab needs " + ", ".join(missing)
+    if reason is None:
+        return
+    if os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.fail(f"{reason} (CI is root: .ci/run should have installed it)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 def missing_commands() -> list[str]:
     """Commands the lab needs that are not installed ("iptables (Debian package iptables)")."""
     return [f"{c} (Debian package {p})" for c, p in NEEDED_COMMANDS.items() if shutil.which(c) is None]
