@@ -205,6 +205,12 @@ async def test_upload_sends_what_is_new_and_show_uploads_lists_it(tmp_path, coll
     rc, out, _ = await probe("show", "uploads", "--db", str(vol))
     assert collector.url in out and "31" not in out.splitlines()[0]
     assert rows(vol, "select count(distinct measurement_id) from uploads") == [(len(ids) + 1,)]
+    # which probe and classifier sent it
+    from probe import __version__
+    from probe.core.verdicts import CLASSIFIER_VERSION
+
+    assert rows(cdb, "select distinct probe_version, classifier_version from batches") == [
+        (__version__, CLASSIFIER_VERSION)]
     # no address of the volunteer and no path of their machine reached the collector
     assert rows(cdb, "select count(*) from runs where probe_ip is not null") == [(0,)]
 

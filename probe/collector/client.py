@@ -24,6 +24,7 @@ import sqlite_utils
 from probe import __version__, store
 from probe.collector.service import BATCH_VERSION, MAX_KNOWN_IDS
 from probe.core.i18n import _
+from probe.core.verdicts import CLASSIFIER_VERSION
 
 # A batch is cut at this many bundles or this much JSON, whichever comes first: at most
 # 8 MiB JSON compresses below the collector's 8 MiB limit even for incompressible pages.
@@ -71,7 +72,8 @@ def batches_of(db: sqlite_utils.Database, ids: list[str]) -> Iterator[tuple[list
 
 
 def _body(parts: list[str]) -> bytes:
-    head = json.dumps({"batch_version": BATCH_VERSION, "batch_id": str(uuid.uuid4()), "probe_version": __version__})
+    head = json.dumps({"batch_version": BATCH_VERSION, "batch_id": str(uuid.uuid4()), "probe_version": __version__,
+                       "classifier_version": CLASSIFIER_VERSION})
     text = head[:-1] + ',"bundles":[' + ",".join(parts) + "]}"
     return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
 

@@ -151,8 +151,8 @@ async def known(app: CollectorApp, request: web.Request) -> web.Response:
 async def batches(app: CollectorApp, request: web.Request) -> web.Response:
     uploader = await _uploader(app, request)
     data = await _read_body(request, app.config.max_compressed)
-    batch_id, probe_version, bundles = await asyncio.to_thread(parse_batch, data, app.config)
-    result = await app.db(app.c.receive, uploader, batch_id, probe_version, bundles)
+    batch = await asyncio.to_thread(parse_batch, data, app.config)
+    result = await app.db(app.c.receive, uploader, batch)
     if result.events:
         app.wake_webhooks.set()
     return web.json_response(result.body())

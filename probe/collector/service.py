@@ -101,9 +101,26 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_batch(data: bytes, config: CollectorConfig) -> tuple[str, str | None, list[Bundle]]:
-    """(batch id, probe version, checked bundles) of a gzip JSON batch, or
-    CollectorError with the first thing wrong. Pure: nothing is written."""
+@dataclass
+class Batch:
+    """A checked batch: its id, the sender's probe and classifier versions, its bundles."""
+
+    batch_id: str
+    probe_version: str | None
+    classifier_version: str | None
+    bundles: list[Bundle]
+
+
+def _short_text(batch: dict[str, Any], key: str) -> str | None:
+    value = batch.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > 64):
+        raise CollectorError(400, "malformed", f"{key}: not a short string")
+    return value
+
+
+def parse_batch(data: bytes, config: CollectorConfig) -> Batch:
+    """A gzip JSON batch, checked, or CollectorError with the first thing wrong.
+    Pure: nothing is written."""
     if len(data) > config.max_compressed:
         raise CollectorError(413, "too_large", f"more than {config.max_compressed} bytes compressed")
     text = decompress(data, config.max_uncompressed)
@@ -126,9 +143,8 @@ def parse_batch(data: bytes, config: CollectorConfig) -> tuple[str, str | None, 
     batch_id = batch.get("batch_id")
     if not isinstance(batch_id, str) or not 1 <= len(batch_id) <= 64:
         raise CollectorError(400, "malformed", "batch_id: missing or not a short string")
-    probe_version = batch.get("probe_version")
-    if probe_version is not None and (not isinstance(probe_version, str) or len(probe_version) > 64):
-        raise CollectorError(400, "malformed", "probe_version: not a short string")
+    probe_version = _short_text(batch, "probe_version")
+    classifier_version = _short_text(batch, "classifier_version")
     items = batch.get("bundles")
     if not isinstance(items, list):
         raise CollectorError(400, "malformed", "bundles: missing or not a list")
@@ -144,7 +160,7 @@ def parse_batch(data: bytes, config: CollectorConfig) -> tuple[str, str | None, 
             bundles.append(read_bundle(item))
         except BundleError as exc:
             raise CollectorError(400, "malformed", f"bundles[{i}]: {exc}") from None
-    return batch_id, probe_version, bundles
+    return Batch(batch_id, probe_version, classifier_version, bundles)
 
 
 def known_request(data: bytes) -> list[str]:
@@ -192,13 +208,14 @@ class Collector:
     def known(self, ids: list[str]) -> list[str]:
         return store.known_ids(self.db, ids)
 
-    def receive(self, uploader: str, batch_id: str, probe_version: str | None, bundles: list[Bundle]) -> BatchResult:
+    def receive(self, uploader: str, batch: Batch) -> BatchResult:
         """Store a checked batch (one transaction), then judge what it brought."""
         try:
-            accepted, duplicates = store.save_batch(self.db, batch_id, uploader, probe_version, bundles)
+            accepted, duplicates = store.save_batch(self.db, batch.batch_id, uploader, batch.probe_version,
+                                                    batch.bundles, batch.classifier_version)
         except BundleError as exc:
             raise CollectorError(400, "malformed", str(exc)) from None
-        result = BatchResult(batch_id, accepted, duplicates)
+        result = BatchResult(batch.batch_id, accepted, duplicates)
         if accepted:
             result.events = self.judge(accepted)
         return result

@@ -92,7 +92,7 @@ def known_ids(db: sqlite_utils.Database, ids: Sequence[str]) -> list[str]:
 
 
 def save_batch(db: sqlite_utils.Database, batch_id: str, uploader: str, probe_version: str | None,
-               bundles: Sequence[Bundle]) -> tuple[list[str], list[str]]:
+               bundles: Sequence[Bundle], classifier_version: str | None = None) -> tuple[list[str], list[str]]:
     """Store a checked batch in ONE write transaction (WAL): a collector killed in the
     middle keeps the whole batch or none of it. Returns (accepted, duplicates): a
     measurement already held, from this batch sent again or from anywhere, is a
@@ -116,7 +116,8 @@ def save_batch(db: sqlite_utils.Database, batch_id: str, uploader: str, probe_ve
             else:
                 duplicates.append(mid)
         db.table("batches").upsert({"batch_id": batch_id, "uploader": uploader, "received_at": now,
-                                    "probe_version": probe_version, "bundles": len(bundles),
+                                    "probe_version": probe_version, "classifier_version": classifier_version,
+                                    "bundles": len(bundles),
                                     "accepted": len(accepted), "duplicates": len(duplicates)}, pk="batch_id")
     return accepted, duplicates
 

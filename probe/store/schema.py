@@ -279,7 +279,8 @@ def _m6_collector(db: sqlite_utils.Database) -> None:
                                  pk="measurement_id")
     db.table("collected").create_index(["uploader"])
     db.table("batches").create({"batch_id": str, "uploader": str, "received_at": str, "probe_version": str,
-                                "bundles": int, "accepted": int, "duplicates": int}, pk="batch_id")
+                                "classifier_version": str, "bundles": int, "accepted": int, "duplicates": int},
+                               pk="batch_id")
     db.table("tokens").create({"name": str, "token_sha256": str, "created_at": str, "revoked_at": str}, pk="name")
     db.table("tokens").create_index(["token_sha256"], unique=True)
     db.table("cross_verdicts").create(
