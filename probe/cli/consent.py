@@ -38,6 +38,8 @@ def notice_text(db_path: Path | None = None) -> str:
           "tool. In some countries, Belarus among them, visiting blocked or \"extremist\"-listed sites, or "
           "measuring them, can carry personal and legal risk. Run the probe only if you understand and accept "
           "that risk; if in doubt, ask the people who gave you the probe, or do not run it."),
+        _("Deep measurement (--deep, probe trace) is off unless you ask for it: it sends unusual packets that make "
+          "the probe easier to recognise, and it asks for your agreement separately."),
         _("How to stop: Ctrl-C stops a run at any moment. `probe schedule remove` removes scheduled runs. "
           "Deleting the results file removes everything that was stored."),
     ])

@@ -23,7 +23,7 @@ from probe.cli.control import control_group
 from probe.cli.export import export_cmd
 from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
 from probe.cli.report import explain_cmd, report_cmd
-from probe.cli.run import run
+from probe.cli.run import run, trace
 from probe.cli.schedule import schedule_group
 from probe.cli.show import show
 from probe.cli.targets import targets_group
@@ -66,6 +66,6 @@ def main() -> None:
 
 for command in (run, show, targets_group, control_group, config_group, analyze_cmd, fingerprints_group,
                 report_cmd, explain_cmd, import_ooni_cmd, export_ooni_cmd, browse_cmd, schedule_group,
-                notice_cmd, upload_cmd, collector_group, export_cmd):
+                notice_cmd, upload_cmd, collector_group, export_cmd, trace):
     main.add_command(command)
 add_common_options(main)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -38,6 +39,7 @@ from probe.cli.targets import ALLOW_PRIVATE_HELP, refuse_risky_targets
 from probe.core import i18n, units, userconfig
 from probe.core.addresses import format_hostport, is_ip, split_hostport
 from probe.core.i18n import N_, _, ngettext
+from probe.core.records import utcnow
 from probe.measure.control import HelperInfo
 from probe.measure.dns import system_resolvers
 from probe.measure.plan import (
@@ -117,6 +119,11 @@ from probe.targets.lists import TargetError, filter_targets, load_targets
               help="Send nothing beyond the measurements themselves: no control helper, no country/ASN lookup, "
                    "no DNS-over-HTTPS, no upload to a collector.")
 @click.option("--no-upload", is_flag=True, help="Do not upload to the configured collector after this run.")
+@click.option("--deep", is_flag=True,
+              help="Examine each blocked site further: what triggers the block, whether the interfering packets "
+                   "were injected, on which hop the censor sits (more visible to a censor; packets need root).")
+@click.option("--trigger-address", default=None, metavar="IP",
+              help="With --deep: a harmless address to send the site's name to (default: the control helper's).")
 @click.option("--timeout-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
               help="Multiply every network timeout (e.g. 2 on a slow mobile link).")
 def run(
@@ -152,9 +159,14 @@ def run(
     allow_private_targets: bool,
     offline: bool,
     no_upload: bool,
+    deep: bool = False,
+    trigger_address: str | None = None,
 ) -> None:
     """Measure every target: DNS, TCP, TLS and HTTP, locally and from the control."""
     started = time.monotonic()
+    since = utcnow()  # --deep examines the runs this command makes
+    if trigger_address is not None and not is_ip(trigger_address):
+        fail(_("--trigger-address takes an IP address, not {value!r}").format(value=trigger_address))
     if offline:
         if control_urls:
             fail(_("--control and --offline contradict each other"))
@@ -170,8 +182,13 @@ def run(
         if targets_path is not None or list_only:
             fail(_("--resume continues a stored run; it takes no --targets or --list"))
         ensure_consent(yes, db_path, json_logs)
+        if deep:
+            from probe.cli.deep import ensure_deep_consent
+
+            ensure_deep_consent(yes)
         _resume(db_path, run_id, list(control_urls), no_control, limits, json_logs, no_portal_check,
-                after=None if no_upload else _uploader(db_path, yes, json_logs))
+                after=_afterwards(db_path, yes, json_logs, no_upload, deep, since, trigger_address,
+                                  list(control_urls), ProbeConfig()))
         return
 
     if targets_path is not None:
@@ -196,6 +213,10 @@ def run(
         fail(_("{list}: no targets to measure").format(list=list_name)
              + (_(" after --exclude-category") if exclude_category else ""))
     ensure_consent(yes, db_path, json_logs)
+    if deep:
+        from probe.cli.deep import ensure_deep_consent
+
+        ensure_deep_consent(yes)
 
     scale = timeout_scale
     base = ProbeConfig()
@@ -258,7 +279,26 @@ def run(
                 collector=config_value("collector")))
     store.create_run(db, plan.run, (store.RunTarget(t.url, t.category, t.note) for t in targets))
     _execute(db, db_path, plan.run, plan.config, plan.controls, limits, json_logs,
-             after=None if no_upload else _uploader(db_path, yes, json_logs))
+             after=_afterwards(db_path, yes, json_logs, no_upload, deep, since, trigger_address,
+                               [c.url for c in plan.controls], plan.config))
+
+
+def _afterwards(db_path: Path, yes: bool, json_logs: bool, no_upload: bool, deep: bool, since: str,
+                trigger_address: str | None, controls: list[str], config: ProbeConfig) -> Callable[[], None]:
+    """What a finished run does next, in order: the deep measurement, then the upload."""
+    steps: list[Callable[[], None]] = []
+    if deep:
+        from probe.cli.deep import deep_step
+
+        steps.append(deep_step(db_path, since, trigger_address, controls, config.tls_timeout,
+                               config.dns_late_window))
+    if not no_upload:
+        steps.append(_uploader(db_path, yes, json_logs))
+
+    def after() -> None:
+        for step in steps:
+            step()
+    return after
 
 
 def _uploader(db_path: Path, yes: bool, json_logs: bool) -> Callable[[], None]:
@@ -664,3 +704,28 @@ def _verdicts_of_run(db, db_path: Path, run_id: str, json_logs: bool, control_st
         say("  " + _("low confidence: little to compare with; see `probe explain URL` for why"))
     say(_("the table: {report}; one site in plain words: {explain}").format(
         report=f"probe report{db_flag(db_path)}", explain=f"probe explain{db_flag(db_path)} URL"))
+
+
+def _trace(url: str, **options: Any) -> None:
+    """`probe trace URL`: one target, measured as `probe run` would, then examined deeply."""
+    import tempfile
+
+    from probe.targets.lists import TargetError, load_targets
+
+    with tempfile.TemporaryDirectory(prefix="probe-trace-") as folder:
+        path = Path(folder) / "trace.txt"
+        path.write_text(url.strip() + "\n", encoding="utf-8")
+        try:
+            load_targets(path)
+        except TargetError:
+            fail(_("{url!r} is not a URL to measure (use http:// or https://)").format(url=url))
+        run.callback(targets_path=path, list_only=False, resume=False, run_id=None, exclude_category=(),  # type: ignore[misc]
+                     skip_invalid=False, deep=True, **options)
+
+
+trace = click.Command(
+    "trace", callback=_trace,
+    params=[click.Argument(["url"]), *(p for p in run.params if p.name not in {
+        "targets_path", "list_only", "resume", "run_id", "exclude_category", "skip_invalid", "deep"})],
+    help="Measure one URL as `probe run` would, then examine it deeply (as --deep): what triggers the block, "
+         "whether packets were injected, and on which hop the censor sits.")

@@ -44,6 +44,13 @@ def show(ref: str | None, db_path: Path | None, run_id: str | None, as_json: boo
         fail(f"no measurement of {ref!r} in {db_path}")
     m = store.read_measurement(db, mid)
     assert m is not None  # the id was just found
+    deep = store.load_deep(db, mid)
+    if deep is not None:
+        import dataclasses
+
+        from probe.analysis.deep import summarise
+
+        m["deep"] = {**summarise(deep), "observed": dataclasses.asdict(deep)}
     if as_json:
         for side in ("local", "control"):
             for h in m[side]["http"]:

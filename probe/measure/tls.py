@@ -179,7 +179,7 @@ async def _handshake(
     reader, writer = await asyncio.open_connection(ip, port)
     progress.connected = True
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
+    obj = ctx.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name or None)  # "": no SNI
     try:
         while True:
             try:

@@ -126,7 +126,16 @@ def explain_data(
         "classifier_version": v["classifier_version"],
         "across_networks": across,
         "other_networks": others,
+        "deep": _deep(db, mid),
     }
+
+
+def _deep(db: sqlite_utils.Database, mid: str) -> dict[str, Any] | None:
+    """What a deep measurement of it found (`probe run --deep`), in words and fields."""
+    from probe.analysis.deep import summarise
+
+    result = store.load_deep(db, mid)
+    return None if result is None else summarise(result)
 
 
 def _across_networks(db: sqlite_utils.Database, url: str, mid: str,
@@ -210,6 +219,7 @@ def explain_measurement(
         _("Why:") if evidence else _("Why: (no evidence lines recorded)"),
         *(f"  {i}. {text}" for i, text in enumerate(evidence, 1)),
         *_other_networks_lines(d["other_networks"]),
+        *_deep_lines(d["deep"]),
         "",
         _("For researchers:"),
         "  " + _("decided by layer {layer}, rule {rule}; classifier {classifier}; measurement {measurement}").format(
@@ -228,6 +238,27 @@ def explain_measurement(
         lines.append("  " + _("no per-layer readings recorded"))
     lines += ["", _("See the raw evidence: {command}").format(command=_show_hint(d["url"], db_option))]
     return "\n".join(lines) + "\n"
+
+
+def _deep_lines(deep: dict[str, Any] | None) -> list[str]:
+    """The trigger, whether the interference was injected, and where the censor sits."""
+    if not deep:
+        return []
+    out = ["", _("Deep measurement:")]
+    words = {"sni": _("the site's name in the TLS handshake (SNI)"), "host": _("the Host header of the HTTP request"),
+             "address": _("the site's address"), "dns_name": _("the name in DNS questions"),
+             "not_isolated": _("not isolated")}
+    if deep.get("trigger"):
+        out.append("  " + _("triggered by: {what}").format(what=words.get(deep["trigger"], deep["trigger"])))
+    if deep.get("injected") == "injected":
+        out.append("  " + _("the interfering packets were injected by something on the way, not sent by the site"))
+    elif deep.get("injected") == "server":
+        out.append("  " + _("the interfering packets came from the site itself, not from a censor"))
+    if deep.get("where"):
+        out.append("  " + str(deep["where"]))
+    for why in deep.get("skipped") or []:
+        out.append("  " + _("not done: {why}").format(why=why))
+    return out
 
 
 def _short_blocked(blocked: bool | None) -> str:

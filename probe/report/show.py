@@ -106,4 +106,33 @@ def measurement_tree(m: dict[str, Any]) -> Tree:
         root.add(f"[bold cyan]control[/bold cyan] {e(cr['control_url'])}: [red]{e(cr['failure'])}[/red]")
     else:
         _side_tree(root.add(f"[bold cyan]control[/bold cyan] {e(cr['control_url'])}"), m["control"])
+    if m.get("deep"):
+        _deep_tree(root.add("[bold cyan]deep measurement[/bold cyan]"), m["deep"])
     return root
+
+
+def _deep_tree(node: Tree, d: dict[str, Any]) -> None:
+    """The trigger tests, the packets and the hop search, with what they mean."""
+    obs = d.get("observed") or {}
+    node.add(f"trigger: {e(str(d.get('trigger') or '-'))}; injected: {e(str(d.get('injected') or '-'))}; "
+             f"censor's hop: {e(str(d.get('censor_hop') or '-'))} {e(str(d.get('censor_address') or ''))}")
+    if d.get("where"):
+        node.add(e(str(d["where"])))
+    tests = node.add("trigger tests")
+    for t in obs.get("trigger_tests") or []:
+        mark = "[red]interfered[/red]" if t["interfered"] else "[green]fine[/green]"
+        tests.add(f"{e(t['name'])} to {e(t['address'])} sending {e(repr(t['sent']))}: {mark} "
+                  f"{e(t['failure'] or t['detail'] or '')}")
+    packets = node.add(f"packets seen: {len(obs.get('packets') or [])}")
+    for p in (obs.get("packets") or [])[:40]:
+        packets.add(f"{e(p['kind'])} from {e(p['src'])}: TTL {p['ttl']}, IP ID {p['ip_id']}"
+                    + (f", window {p['window']}" if p.get("window") is not None else "") + f" ({e(p['flow'])})")
+    hops = node.add(f"hop search ({e(str(obs.get('replayed') or '-'))} to {e(str(obs.get('replay_target') or '-'))}, "
+                    f"{obs.get('packets_sent', 0)} packets)")
+    for h in obs.get("hops") or []:
+        hops.add(f"TTL {h['ttl']}: " + ", ".join(x for x in (
+            f"time exceeded from {e(h['icmp_from'])}" if h.get("icmp_from") else "",
+            f"{e(h['response'])} from {e(str(h['response_from']))} (TTL {h['response_ttl']})" if h.get("response") else "",
+        ) if x) if h.get("icmp_from") or h.get("response") else f"TTL {h['ttl']}: nothing came back")
+    for why in obs.get("skipped") or []:
+        node.add("[yellow]skipped[/yellow]: " + e(why))

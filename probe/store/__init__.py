@@ -37,6 +37,7 @@ from probe.store.collector import (
     upload_history,
     uploaders,
 )
+from probe.store.deep import load_deep, save_deep
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -95,6 +96,8 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "load_deep",
+    "save_deep",
     "TokenError",
     "add_token",
     "add_webhook",

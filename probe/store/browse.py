@@ -147,6 +147,21 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     }),
     "webhooks": ("URLs a collector tells of every new blocking event.", {}),
     "webhook_deliveries": ("Each event's delivery to each webhook: attempts, when delivered or given up.", {}),
+    "deep_results": ("Deep measurements (`probe run --deep`): one per blocked target examined; probe explain "
+                     "says what they mean.", {
+        "replayed": "what the hop search sent again: tls_client_hello, http_request, dns_query",
+        "server_ttl": "the IP TTL of the server's (or resolver's) own packets", "skipped": "JSON: what was not done, why",
+    }),
+    "deep_trigger_tests": ("Trigger isolation: the blocked step again, one thing changed at a time.", {
+        "name": "tls_sni, tls_benign_sni, tls_no_sni, tls_sni_elsewhere, http_host, ...",
+        "interfered": "1 when it was reset, cut or forged as the measurement was",
+    }),
+    "deep_packets": ("The packets of a deep measurement's flows: IP TTL, IP ID, TCP window.", {
+        "kind": "syn-ack, rst, fin, data, dns, icmp-time-exceeded, icmp-unreachable",
+    }),
+    "deep_hops": ("The hop search: the triggering packet sent with IP TTL 1, 2, ... and what came back.", {
+        "icmp_from": "the router where it expired", "response": "rst, fin, blockpage, dns_answer, or server",
+    }),
     "site_verdicts": ("Every classified measurement with its site, network and verdict (by the newest classifier "
                       "that judged it), the evidence in words.", _VIEW_COLUMNS),
     "latest_verdicts": ("One row per site and network: the verdict of its newest classified measurement, the "

@@ -301,6 +301,26 @@ def _m6_collector(db: sqlite_utils.Database) -> None:
         pk=("event_id", "url"))
 
 
+def _m7_deep(db: sqlite_utils.Database) -> None:
+    """Deep measurements (`probe run --deep`, issue 10), linked to the measurement they
+    examined: one summary row, the trigger tests, the packets of its flows and the hop
+    search, each row an observation (probe.core.deep), never a conclusion."""
+    db.table("deep_results").create(
+        {"measurement_id": str, "url": str, "started_at": str, "duration_ms": float, "verdict": str,
+         "replayed": str, "replay_target": str, "server_ttl": int, "packets_sent": int, "skipped": str},
+        pk="measurement_id")
+    db.table("deep_trigger_tests").create(
+        {"measurement_id": str, "position": int, "name": str, "address": str, "sent": str, "started_at": str,
+         "duration_ms": float, "interfered": int, "failure": str, "detail": str}, pk=("measurement_id", "position"))
+    db.table("deep_packets").create(
+        {"measurement_id": str, "position": int, "flow": str, "kind": str, "src": str, "ttl": int, "ip_id": int,
+         "t_ms": float, "window": int, "flags": str, "seq": int, "payload_bytes": int, "answers": str},
+        pk=("measurement_id", "position"))
+    db.table("deep_hops").create(
+        {"measurement_id": str, "ttl": int, "icmp_from": str, "response": str, "response_from": str,
+         "response_ttl": int, "rtt_ms": float}, pk=("measurement_id", "ttl"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
@@ -308,6 +328,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (4, "control attempts and failure reason", _m4_control_attempts),
     (5, "network epochs, verdict tags, certificates judged at the control's time", _m5_network_and_tags),
     (6, "uploads, and a collector's uploaders, tokens, cross-network verdicts and events", _m6_collector),
+    (7, "deep measurements: trigger tests, packets, the hop search", _m7_deep),
 ]
 
 

@@ -10,6 +10,7 @@ serves ``site_app`` itself). CONFIG::
               {"kind": "page", "status": 200, "body": TEXT, "binds": [...]},
               {"kind": "redirect", "location": "http://x/?url={host}", "binds": [...]},
               {"kind": "portal", "title": T, "host": H, "binds": [...]},  (a captive portal)
+              {"kind": "reset", "binds": [...]},  (reads what the client sends first, then RST)
               ...]}
 
 A bind with ``"cert"`` serves TLS with that PEM (key and chain); ``"sni_certs"``
@@ -23,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import ssl
+import struct
 import sys
 from pathlib import Path
 
@@ -68,6 +71,21 @@ def _cdn_challenge(client_ip: str, page: str):
         return await handler(request)
 
     return challenge
+
+
+async def _reset_after_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A server that resets every connection itself (no censor): once the client has sent
+    something (a ClientHello, a request), or after 10 s, it closes with SO_LINGER 0: RST."""
+    try:
+        await asyncio.wait_for(reader.read(4096), 10)
+    except (asyncio.TimeoutError, OSError):
+        pass
+    sock = writer.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    writer.transport.abort()
 
 
 def _app(spec: dict) -> web.Application:
@@ -119,8 +137,15 @@ async def main(config_path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    resetters: list[asyncio.Server] = []
     try:
         for spec in config["apps"]:
+            if spec["kind"] == "reset":
+                for bind in spec["binds"]:
+                    resetters.append(await asyncio.start_server(_reset_after_data, bind["ip"], bind["port"],
+                                                                reuse_address=True))
+                    print(f"labserver: reset on {bind['ip']}:{bind['port']}", flush=True)
+                continue
             runner = web.AppRunner(_app(spec), access_log=None, shutdown_timeout=0.5)
             await runner.setup()
             runners.append(runner)
@@ -133,6 +158,8 @@ async def main(config_path: str) -> None:
         Path(config["ready_file"]).write_text("ready\n")
         await stop.wait()
     finally:
+        for server in resetters:
+            server.close()
         for runner in runners:
             await runner.cleanup()
 

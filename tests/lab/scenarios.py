@@ -17,6 +17,8 @@ Address plan (all in 10.77.0.0/16, see README.md):
 * 10.77.4.0/24  dead addresses: blackholed by the ISP router (a silent timeout)
 * 10.77.N.0/24  other volunteers' networks (VANTAGES): slow 5, hotel 6, roam 7 (and 8),
                 vol2 9 (a second ISP's subscriber), abroad 10 (linked to the open internet)
+* 10.77.11-14.0/24  the deep lab's longer path (``Lab(deep=True)``): far 10.77.11.2, routers
+                r1, r2 (the censor, with an on-path injector), r3, then net (DEEP_SITES)
 
 Censor rules are written as in ``iptables -t TABLE -A CHAIN <spec>``; the lab adds
 ``-i <ISP's interface towards the volunteer>`` to each: the censor filters its own
@@ -739,6 +741,161 @@ def network_rules() -> list[tuple[NetworkSite, str, Rule]]:
     return [(n, role, rule) for n in NETWORK_SITES for role, rule in n.censor]
 
 
+# ------------------------------------------------------------------------------ a longer path
+# Issue 10: a volunteer three routers away from the open internet, the censor on the
+# middle one (test_deep_lab.py, `probe run --deep`). Only a lab made with
+# ``Lab(deep=True)`` has it (far, r1, r2, r3 and these sites); the other labs are as
+# before. far's traffic to net crosses r1, r2, r3 (no ISP on the way), and each router
+# answers an expired packet with ICMP time-exceeded from its address towards far.
+#
+#   far 10.77.11.2 -- .1 r1 .1 -- 10.77.12.0/24 -- .2 r2 .1 -- 10.77.13.0/24 -- .2 r3 .1 -- 10.77.14.2 net
+#       10.77.11.0/24                 (the censor)                                 10.77.14.0/24
+
+DEEP_ROLES = ("far", "r1", "r2", "r3")
+FAR_SUBNET = "10.77.11.0/24"
+FAR_IP = "10.77.11.2"
+NET_FAR_IP = "10.77.14.2"  # net's end of r3's link
+
+
+@dataclass(frozen=True)
+class Router:
+    """One router between far and net: ``hop`` routers from far (r1 is hop 1)."""
+
+    name: str  # its namespace role
+    hop: int
+    down_ip: str  # towards far: the source of its ICMP errors to far
+    up_ip: str  # towards net
+
+    @property
+    def addresses(self) -> tuple[str, str]:
+        return (self.down_ip, self.up_ip)
+
+
+ROUTERS: tuple[Router, ...] = (
+    Router("r1", 1, "10.77.11.1", "10.77.12.1"),
+    Router("r2", 2, "10.77.12.2", "10.77.13.1"),
+    Router("r3", 3, "10.77.13.2", "10.77.14.1"),
+)
+CENSOR_ROUTER = "r2"  # the known middle hop
+CENSOR_HOP = next(r.hop for r in ROUTERS if r.name == CENSOR_ROUTER)
+# Initial IP TTL of every lab host (Linux's 64): as far sees it, a packet from hop k
+# arrives with 64 - (k - 1); from a server in net, 64 - len(ROUTERS).
+INITIAL_TTL = 64
+DEEP_FORGED_IP = "10.77.4.66"  # the injector's DNS answer: a dead address (blackholed: a timeout)
+DEEP_DNS_MATCH = "deep-dns"  # what r2 holds and the injector answers (raw bytes of a UDP/53 query)
+DEEP_PAGE_MATCH = "Host: deep-page.lab.test"  # what r2 drops and the injector answers (case-insensitive)
+
+
+@dataclass(frozen=True)
+class DeepSite:
+    """A site of the deep lab, what r2 does to far's traffic to it, and what
+    ``probe show --json``'s ``deep`` must say (None: not asserted)."""
+
+    name: str
+    site: Site
+    scheme: str  # the URL measured: https://<host>/ or http://<host>/
+    description: str
+    # r2's censor, as ``iptables -A CHAIN -s FAR_SUBNET SPEC`` (filter table)
+    rules: tuple[Rule, ...] = ()
+    trigger: str | None = None
+    injected: str | None = None
+    censor_hop: int | None = None  # and then censor_address is one of r2's addresses
+    resets: bool = False  # the server itself resets every connection on :80 and :443
+
+    @property
+    def host(self) -> str:
+        return self.site.host
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.site.host}/"
+
+
+def _forward(spec: str) -> Rule:
+    return Rule("filter", "FORWARD", spec)
+
+
+DEEP_SITES: tuple[DeepSite, ...] = (
+    DeepSite(
+        "sni", Site("deep-sni", "10.77.2.80"), "https",
+        "in-path SNI filtering on r2: a ClientHello naming the site is answered with RST (r2's TTL)",
+        rules=(_forward("-p tcp --dport 443 -m string --string deep-sni.lab.test --algo bm "
+                        "-j REJECT --reject-with tcp-reset"),),
+        trigger="sni", injected="injected", censor_hop=CENSOR_HOP,
+    ),
+    DeepSite(
+        "host", Site("deep-host", "10.77.2.81"), "http",
+        "in-path Host filtering on r2: a request to :80 naming the site is answered with RST",
+        rules=(_forward('-p tcp --dport 80 -m string --string "Host: deep-host.lab.test" --algo bm --icase '
+                        "-j REJECT --reject-with tcp-reset"),),
+        trigger="host", injected="injected", censor_hop=CENSOR_HOP,
+    ),
+    DeepSite(
+        "ip", Site("deep-ip", "10.77.2.82"), "https",
+        "IP blocking on r2: every packet from far to the site's address is dropped (timeouts)",
+        rules=(_forward("-d 10.77.2.82 -j DROP"),),
+        trigger="address",
+    ),
+    DeepSite(
+        "dns", Site("deep-dns", "10.77.2.83"), "https",
+        f"DNS injection on the path: r2's injector answers a query naming the site (to any "
+        f"address) with {DEEP_FORGED_IP} from the queried address, IP TTL 64; r2 holds the "
+        "real query and the injector sends it on after its answer, so the real one comes second",
+        rules=(_forward(f"-p udp --dport 53 -m string --string {DEEP_DNS_MATCH} --algo bm -j DROP"),),
+        trigger="dns_name", injected="injected", censor_hop=CENSOR_HOP,
+    ),
+    DeepSite(
+        "page", Site("deep-page", "10.77.2.84"), "http",
+        "an injected blockpage: r2's injector answers a request naming the site with a "
+        "Beltelecom page (200, FIN) from the site's address, IP TTL 64; r2 drops the request",
+        rules=(_forward(f'-p tcp --dport 80 -m string --string "{DEEP_PAGE_MATCH}" --algo bm --icase -j DROP'),),
+        trigger="host", injected="injected", censor_hop=CENSOR_HOP,
+    ),
+    DeepSite(
+        "rst", Site("deep-rst", "10.77.2.85"), "https",
+        "no censor: the server itself resets every connection (:443 and :80) once the client "
+        "has sent something; its RST has the server's TTL",
+        injected="server", resets=True,
+    ),
+)
+DEEP_BY_NAME: dict[str, DeepSite] = {d.name: d for d in DEEP_SITES}
+
+
+def deep_targets_text() -> str:
+    """The deep test's target list."""
+    return "# censorship lab: the deep test's sites (tests/lab/test_deep_lab.py)\n" + "".join(
+        f"{d.url}\n" for d in DEEP_SITES)
+
+
+def deep_dns_lines() -> list[str]:
+    """The authoritative DNS's records of DEEP_SITES (added to auth_dns_lines in a deep lab)."""
+    return [f"host-record={d.host},{d.site.ip}" for d in DEEP_SITES]
+
+
+def deep_rules() -> list[tuple[DeepSite, str]]:
+    """(site, iptables-restore line): r2's censor, scoped to far's subnet."""
+    return [(d, f"-A {r.chain} -s {FAR_SUBNET} {r.spec}") for d in DEEP_SITES for r in d.rules]
+
+
+def check_deep(scenarios=SCENARIOS) -> None:
+    """The deep sites clash with no other site, and r2's strings match their own site only."""
+    others = all_sites(scenarios)
+    taken = {x.host for x in others} | {x.ip for x in others if x.ip}
+    for d in DEEP_SITES:
+        assert d.host not in taken and d.site.ip not in taken, f"deep {d.name}: name or address taken"
+    hosts = [d.host for d in DEEP_SITES]
+    for d in DEEP_SITES:
+        for r in d.rules:
+            if "--string" in r.spec:
+                needle = r.spec.split("--string ", 1)[1]
+                needle = needle[1:].split('"', 1)[0] if needle.startswith('"') else needle.split()[0]
+                needle = needle.lower().removeprefix("host: ")
+                assert [h for h in hosts if needle in h] == [d.host], f"deep {d.name}: {needle!r}"
+                assert not any(needle in x.host for x in others), f"deep {d.name}: {needle!r} matches a scenario"
+                assert needle not in "example.com"
+    assert len({r.name for r in ROUTERS}) == len(ROUTERS) == 3
+
+
 def all_sites(scenarios=SCENARIOS) -> list[Site]:
     out: list[Site] = []
     for s in scenarios:
@@ -829,3 +986,4 @@ def describe_table(scenarios=SCENARIOS) -> list[dict[str, str]]:
 
 
 check()
+check_deep()
