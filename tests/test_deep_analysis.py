@@ -365,9 +365,11 @@ def test_censor_on_hop_2_of_4() -> None:
     assert "TTL 2 died at hop 2 (10.0.0.2)" in texts(loc)
 
 
-def test_censor_behind_a_tap_lets_the_next_hop_answer_too() -> None:
+def test_a_tap_that_lets_the_packet_go_on_is_the_hop_that_expired_it() -> None:
+    """TTL 3 brought a reset and hop 3's time-exceeded: a tap saw the packet at hop 3
+    (or on the link into it) before hop 3's TTL check; hop 3 is the nearest router."""
     loc = locate_censor([hop(1, "10.0.0.1"), hop(2, "10.0.0.2"), hop(3, "10.0.0.3", "rst", 62)])
-    assert (loc.hop, loc.address, loc.next_address) == (2, "10.0.0.2", "10.0.0.3")
+    assert (loc.hop, loc.address) == (3, "10.0.0.3")
 
 
 def test_censor_answering_at_ttl_1() -> None:
@@ -376,7 +378,7 @@ def test_censor_answering_at_ttl_1() -> None:
     assert "at or before the first router" in texts(loc)
 
 
-def test_censor_answering_at_ttl_1_behind_a_tap_names_the_first_router() -> None:
+def test_censor_answering_at_ttl_1_with_a_tap_names_the_first_router() -> None:
     loc = locate_censor([hop(1, "192.168.1.1", "rst", 64)])
     assert (loc.hop, loc.address) == (1, "192.168.1.1")
 
@@ -529,3 +531,13 @@ def test_summarise_is_deterministic_and_leaves_the_record_alone() -> None:
     before = repr(result)
     assert summarise(result) == summarise(result)
     assert repr(result) == before
+
+
+def test_an_on_path_injector_is_the_hop_that_both_expired_and_answered():
+    """A tap on hop 2 sees the query that dies there (TTL 1 left) and forges an answer;
+    hop 2 also sends time-exceeded: the censor is hop 2, not hop 1."""
+    hops = [HopProbe(1, icmp_from="10.0.1.1"),
+            HopProbe(2, icmp_from="10.0.2.1", response="dns_answer", response_from="10.77.1.53", response_ttl=63)]
+    loc = locate_censor(hops)
+    assert (loc.hop, loc.address, loc.first_response_ttl) == (2, "10.0.2.1", 2)
+    assert loc.evidence[0]["fields"]["rule"] == "on_path"

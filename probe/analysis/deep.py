@@ -104,7 +104,11 @@ link after it) first acts at t = k+1, and the last time-exceeded before that cam
 hop k itself: for the first TTL t whose answer is the censor's (rst, fin, blockpage,
 dns_answer; "server" means the packet got through), the censor is at hop t-1, at the
 address that sent TTL t-1's time-exceeded, or right after it (a censor acting before
-the router's TTL check, in its PREROUTING, is hop t: "right after"). An answer at TTL 1
+the router's TTL check, in its PREROUTING, is hop t: "right after"). Except: when TTL t
+brought back both the censor's answer and a time-exceeded from hop t, the packet died at
+hop t and was answered anyway: an on-path tap or injector watching the wire there (it
+sees packets before the router's TTL check), so the censor is hop t itself, at that
+time-exceeded's address (``_rule_on_path_tap``). An answer at TTL 1
 puts it at or before the first router (the volunteer's own router, or a bridge on the
 access link): hop 1, whose address is TTL 1's time-exceeded when one came. Not located:
 no censor answer up to the highest TTL tried; the server answered at a lower TTL than
@@ -581,8 +585,35 @@ def _rule_servers_own(censor: HopProbe, server_ttl: int | None) -> Line | None:
                 response_ttl=censor.response_ttl, server_ttl=server_ttl)
 
 
+def _rule_on_path_tap(by_ttl: Mapping[int, Sequence[HopProbe]], censor: HopProbe,
+                      server_ttl: int | None) -> CensorLocation | None:
+    """The censor's answer and a time-exceeded came back for the same TTL: the packet
+    died at that hop AND was answered, so the censor watches the wire at that router (an
+    on-path tap or injector sees a packet before the router's TTL check), not behind its
+    forwarding rules. The censor is at hop t itself."""
+    t = censor.ttl
+    address = _icmp_from(by_ttl.get(t, []))
+    if address is None:
+        return None
+    answer = (f"the {censor.response} came back first at TTL {t}"
+              + (f" (from {censor.response_from}, IP TTL {censor.response_ttl})" if censor.response_from else ""))
+    evidence = [line(f"{answer}, together with a time-exceeded from hop {t} ({address}): the packet died there and was "
+                     f"answered all the same, so the censor watches the traffic at hop {t} or on the link into it "
+                     f"(an on-path injector)",
+                     rule="on_path", hop=t, address=address, ttl=t, response=censor.response,
+                     response_from=censor.response_from, response_ttl=censor.response_ttl)]
+    if server_ttl is not None:
+        evidence.append(line(f"the server's SYN-ACK came with IP TTL {server_ttl}: it is about {server_hops(server_ttl)} "
+                             "hops away", rule="server_distance", server_ttl=server_ttl, server_hops=server_hops(server_ttl)))
+    return CensorLocation(t, address, t, evidence, censor.response, _icmp_from(by_ttl.get(t + 1, [])))
+
+
 def _located(by_ttl: Mapping[int, Sequence[HopProbe]], censor: HopProbe, server_ttl: int | None) -> CensorLocation:
-    """hop t-1 (or 1 at TTL 1), its address from its time-exceeded, and why."""
+    """hop t-1 (or 1 at TTL 1), its address from its time-exceeded, and why; or hop t
+    when that hop answered time-exceeded too (``_rule_on_path_tap``)."""
+    tap = _rule_on_path_tap(by_ttl, censor, server_ttl)
+    if tap is not None:
+        return tap
     t = censor.ttl
     hop = max(t - 1, 1)
     address = _icmp_from(by_ttl.get(hop, []))

@@ -21,7 +21,7 @@ from probe import store
 from probe.cli.common import fail, open_db_or_fail, say
 from probe.core import userconfig
 from probe.core.addresses import split_hostport
-from probe.core.i18n import _
+from probe.core.i18n import _, ngettext
 
 DEEP_CONSENT_SECTION = "deep-consent"
 
@@ -88,7 +88,8 @@ def examine_runs(db_path: Path, since: str, harmless: str | None, timeout: float
     try:
         targets = _blocked_since(db, since)
         if targets:
-            say(_("deep measurement of {n} blocked or unclear sites ...").format(n=len(targets)))
+            say(ngettext("deep measurement of {n} blocked or unclear site ...",
+                         "deep measurement of {n} blocked or unclear sites ...", len(targets)).format(n=len(targets)))
         for mid, verdict, layer in targets:
             m = store.load_measurement(db, mid)
             if m is None:

@@ -78,7 +78,7 @@ async def _reset_after_data(reader: asyncio.StreamReader, writer: asyncio.Stream
     something (a ClientHello, a request), or after 10 s, it closes with SO_LINGER 0: RST."""
     try:
         await asyncio.wait_for(reader.read(4096), 10)
-    except (asyncio.TimeoutError, OSError):
+    except (TimeoutError, OSError):
         pass
     sock = writer.get_extra_info("socket")
     try:

@@ -16,6 +16,11 @@ ISP (10.77.N.2 <-> 10.77.N.1): slow, hotel, roam, vol2 (a second ISP's subscribe
 own clean resolver on 10.77.9.1, its own censor keyed on its subnet); abroad's link goes
 straight to net (10.77.10.2 <-> 10.77.10.1), no censor.
 
+``Lab(deep=True)`` adds issue 10's longer path: far (10.77.11.2) reaches net through
+three routers, r1, r2 and r3 (``scenarios.ROUTERS``), each answering an expired packet
+with ICMP time-exceeded; r2 censors far's traffic to ``scenarios.DEEP_SITES`` and runs
+the on-path injector (``injector.py``). ``Lab.verify_deep()`` checks that path from far.
+
 Every veth is created with both ends inside lab namespaces, and no lab namespace has a
 route outside 10.77.0.0/16: no lab packet can leave, and nothing is added to the host's
 own namespace. ``Lab`` is a synchronous context manager::
@@ -47,8 +52,9 @@ from pathlib import Path
 from . import REPO_ROOT
 from . import scenarios as S
 
-# the four of the censorship lab, then the other volunteers' networks (S.VANTAGES)
-ROLES = ("vol", "isp", "net", "cen", *S.VANTAGE_NAMES)
+# the four of the censorship lab, then the other volunteers' networks (S.VANTAGES), then
+# the deep lab's longer path (only with Lab(deep=True))
+ROLES = ("vol", "isp", "net", "cen", *S.VANTAGE_NAMES, *S.DEEP_ROLES)
 NS_PREFIX = "censorlab-"
 NS_RE = re.compile(rf"^{NS_PREFIX}([0-9a-f]{{4}})-({'|'.join(ROLES)})$")
 HERE = Path(__file__).resolve().parent
@@ -128,9 +134,12 @@ class Lab:
     """The censorship lab for ``scenarios``; ``with Lab() as lab:`` or ``up()``/``down()``."""
 
     def __init__(self, scenarios=S.SCENARIOS, *, suffix: str | None = None,
-                 workdir: str | Path | None = None, keep_workdir: bool | None = None):
+                 workdir: str | Path | None = None, keep_workdir: bool | None = None, deep: bool = False):
         self.scenarios = tuple(scenarios)
         S.check(self.scenarios)
+        # the longer path (far, r1, r2, r3) and its sites: only when asked for
+        self.deep = deep
+        self.roles = ROLES if deep else tuple(r for r in ROLES if r not in S.DEEP_ROLES)
         if suffix is None:  # a fresh one, unused by any other lab on this machine
             existing = set(netns_list())
             while suffix is None or any(f"{NS_PREFIX}{suffix}-{r}" in existing for r in ROLES):
@@ -150,6 +159,12 @@ class Lab:
             if v.second_net is not None:  # a second link, straight to the open internet
                 self.ifs[f"{v.name}_b"] = f"{v.name[:2]}b{suffix}"
                 self.ifs[f"net_{v.name}"] = f"net{v.name[0]}{suffix}"
+        if deep:  # far1a2b | r1d1a2b r1u1a2b | r2d.. r2u.. | r3d.. r3u.. | netf1a2b (d: towards far)
+            self.ifs["far"] = f"far{suffix}"
+            for r in S.ROUTERS:
+                self.ifs[f"{r.name}_down"] = f"{r.name}d{suffix}"
+                self.ifs[f"{r.name}_up"] = f"{r.name}u{suffix}"
+            self.ifs["net_far"] = f"netf{suffix}"
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         # None: remove a workdir we made, unless something failed (logs are kept)
@@ -184,6 +199,21 @@ class Lab:
     def targets_file(self) -> Path:
         return self.dir / "targets.txt"
 
+    @property
+    def deep_targets_file(self) -> Path:
+        """The deep sites' URLs (a deep lab only)."""
+        return self.dir / "deep-targets.txt"
+
+    @property
+    def router_addresses(self) -> dict[str, tuple[str, ...]]:
+        """Every address of each router between far and net: {"r1": (towards far, towards
+        net), ...}; r2 is the censor (``S.CENSOR_ROUTER``, hop ``S.CENSOR_HOP``)."""
+        return {r.name: r.addresses for r in S.ROUTERS}
+
+    @property
+    def censor_addresses(self) -> tuple[str, ...]:
+        return self.router_addresses[S.CENSOR_ROUTER]
+
     def enter_command(self, role: str = "vol") -> str:
         return f"ip netns exec {self.ns[role]} bash"
 
@@ -211,6 +241,7 @@ class Lab:
             "own_workdir": self._own_workdir,
             "procs": self.procs,
             "scenarios": [s.name for s in self.scenarios],
+            "deep": self.deep,
             "detached": self.detached,
             "owner_pid": self.owner_pid,
         }
@@ -224,7 +255,7 @@ class Lab:
         state = json.loads(Path(path).read_text())
         names = set(state.get("scenarios") or [])
         lab = cls([s for s in S.SCENARIOS if s.name in names] or S.SCENARIOS,
-                  suffix=state["suffix"], workdir=state["workdir"])
+                  suffix=state["suffix"], workdir=state["workdir"], deep=bool(state.get("deep")))
         lab._own_workdir = state.get("own_workdir", False)
         lab.keep_workdir = False
         lab.created_ns = list(state.get("created_ns") or [])
@@ -276,6 +307,8 @@ class Lab:
             self._services()
             self._wait_ready()
             self.targets_file.write_text(S.targets_text(self.scenarios))
+            if self.deep:
+                self.deep_targets_file.write_text(S.deep_targets_text())
         except BaseException as exc:
             self.failed = not isinstance(exc, KeyboardInterrupt)
             self.down()
@@ -293,7 +326,7 @@ class Lab:
         _run(["ip", "netns", "exec", self.ns[role], "sysctl", "-q", "-w", *settings])
 
     def _namespaces(self) -> None:
-        for role in ROLES:
+        for role in self.roles:
             ns = self.ns[role]
             _run(["ip", "netns", "add", ns])
             self.created_ns.append(ns)
@@ -347,9 +380,9 @@ class Lab:
             f"route add fd77:0:0:2::/64 via {S.NET_IP6}",
         ])
         net_addrs = [S.AUTH_DNS_IP, S.CONTROL_IP, S.COLLECTOR_IP] + sorted(
-            {x.ip for x in S.all_sites(self.scenarios) if x.ip}, key=lambda a: tuple(map(int, a.split(".")))
+            {x.ip for x in self._sites() if x.ip}, key=lambda a: tuple(map(int, a.split(".")))
         )
-        net_addrs6 = [x.ip6 for x in S.all_sites(self.scenarios) if x.ip6]
+        net_addrs6 = [x.ip6 for x in self._sites() if x.ip6]
         self._ip_batch("net", [
             f"addr add {S.NET_IP}/24 dev {i['net']}",
             f"link set {i['net']} up",
@@ -385,10 +418,64 @@ class Lab:
         # The open internet answers a query to a port where nothing listens (the sink
         # query to the control helper's :53) with ICMP port unreachable, every time.
         self._sysctl("net", "net.ipv4.icmp_ratelimit=0")
+        if self.deep:
+            self._deep_links()
+
+    def _sites(self) -> list[S.Site]:
+        """Every site net serves: the scenarios', the vantages' and the collector test's,
+        and in a deep lab the deep sites."""
+        return S.all_sites(self.scenarios) + ([d.site for d in S.DEEP_SITES] if self.deep else [])
+
+    def _deep_links(self) -> None:
+        """far -- r1 -- r2 -- r3 -- net, each link a /24 (S.ROUTERS); routes both ways.
+        Nothing drops ICMP on the way, and the routers answer every expired packet
+        (icmp_ratelimit=0: a hop search sends many, and must not lose answers to Linux's
+        default of one per second per destination after a burst of six)."""
+        ns, i = self.ns, self.ifs
+        r1, r2, r3 = S.ROUTERS
+        for a, a_ns, b, b_ns in (
+            (i["far"], ns["far"], i["r1_down"], ns["r1"]),
+            (i["r1_up"], ns["r1"], i["r2_down"], ns["r2"]),
+            (i["r2_up"], ns["r2"], i["r3_down"], ns["r3"]),
+            (i["r3_up"], ns["r3"], i["net_far"], ns["net"]),
+        ):
+            _run(["ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns])
+        far_side = S.FAR_SUBNET
+        self._ip_batch("far", [
+            f"addr add {S.FAR_IP}/24 dev {i['far']}", f"link set {i['far']} up",
+            f"route add {S.LAB_NETWORK} via {r1.down_ip}", f"route add {S.TEST_NET} via {r1.down_ip}",
+        ])
+        self._ip_batch("r1", [
+            f"addr add {r1.down_ip}/24 dev {i['r1_down']}", f"addr add {r1.up_ip}/24 dev {i['r1_up']}",
+            f"link set {i['r1_down']} up", f"link set {i['r1_up']} up",
+            f"route add {S.LAB_NETWORK} via {r2.down_ip}", f"route add {S.TEST_NET} via {r2.down_ip}",
+        ])
+        self._ip_batch("r2", [
+            f"addr add {r2.down_ip}/24 dev {i['r2_down']}", f"addr add {r2.up_ip}/24 dev {i['r2_up']}",
+            f"link set {i['r2_down']} up", f"link set {i['r2_up']} up",
+            f"route add {far_side} via {r1.up_ip}",
+            f"route add {S.LAB_NETWORK} via {r3.down_ip}", f"route add {S.TEST_NET} via {r3.down_ip}",
+        ])
+        self._ip_batch("r3", [
+            f"addr add {r3.down_ip}/24 dev {i['r3_down']}", f"addr add {r3.up_ip}/24 dev {i['r3_up']}",
+            f"link set {i['r3_down']} up", f"link set {i['r3_up']} up",
+            f"route add {far_side} via {r2.up_ip}", f"route add {r1.up_ip.rsplit('.', 1)[0]}.0/24 via {r2.up_ip}",
+            f"route add {S.LAB_NETWORK} via {S.NET_FAR_IP}",
+            # the sink query without a control helper ends here, as at the ISP
+            f"route add blackhole {S.TEST_NET}",
+        ])
+        back = [far_side, f"{r1.up_ip.rsplit('.', 1)[0]}.0/24", f"{r2.up_ip.rsplit('.', 1)[0]}.0/24"]
+        self._ip_batch("net", [
+            f"addr add {S.NET_FAR_IP}/24 dev {i['net_far']}", f"link set {i['net_far']} up",
+            *(f"route add {subnet} via {r3.up_ip}" for subnet in back),
+        ])
+        for r in S.ROUTERS:
+            self._sysctl(r.name, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
+                         "net.ipv4.conf.default.send_redirects=0", "net.ipv4.icmp_ratelimit=0")
 
     def _etc(self) -> None:
         """/etc/netns/<ns>/{resolv.conf,hosts}: `ip netns exec` mounts them over /etc."""
-        for role in ROLES:
+        for role in self.roles:
             d = Path("/etc/netns") / self.ns[role]
             d.mkdir(parents=True, exist_ok=False)
             self.etc_dirs.append(str(d))
@@ -458,6 +545,18 @@ class Lab:
         path = self.dir / "isp.rules"
         path.write_text(self.iptables_rules())
         _run(["ip", "netns", "exec", self.ns["isp"], "iptables-restore", str(path)])
+        if self.deep:
+            path = self.dir / "r2.rules"
+            path.write_text(self.deep_iptables_rules())
+            _run(["ip", "netns", "exec", self.ns[S.CENSOR_ROUTER], "iptables-restore", str(path)])
+
+    def deep_iptables_rules(self) -> str:
+        """r2's ruleset (iptables-restore format): the censor of far's traffic. Nothing
+        drops ICMP (the routers answer expired packets as Linux does)."""
+        out = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+        for site, line in S.deep_rules():
+            out += [f"# deep-{site.name}", line]
+        return "\n".join(out + ["COMMIT"]) + "\n"
 
     def tc_commands(self) -> list[str]:
         """The ISP's traffic shaping (``tc -batch`` lines). Towards the volunteer: htb with
@@ -491,7 +590,7 @@ class Lab:
         certs = self.dir / "certs"
         certs.mkdir(exist_ok=True)
         self._certs: dict[tuple[str, str], str] = {}
-        hosts = [x for x in S.all_sites(self.scenarios) if x.ip and x.serve]
+        hosts = [x for x in self._sites() if x.ip and x.serve]
         for site in hosts:
             for kind in (site.cert, "unknown_ca"):
                 path = certs / f"{site.host}.{kind}.pem"
@@ -539,10 +638,12 @@ class Lab:
     def _services(self) -> None:
         self._ready_files: list[tuple[str, Path]] = []
         # The open internet: authoritative DNS, the sites, the control helper.
-        self._dnsmasq("net", "authdns", S.AUTH_DNS_IP, S.auth_dns_lines(self.scenarios))
+        self._dnsmasq("net", "authdns", S.AUTH_DNS_IP,
+                      S.auth_dns_lines(self.scenarios) + (S.deep_dns_lines() if self.deep else []))
         apps = []
-        for site in S.all_sites(self.scenarios):
-            if not (site.ip and site.serve):
+        resetting = {d.host for d in S.DEEP_SITES if d.resets} if self.deep else set()
+        for site in self._sites():
+            if not (site.ip and site.serve) or site.host in resetting:
                 continue
             apps.append({
                 "kind": "site", "title": site.page_title, "body_size": site.body_size or S.SITE_BODY_SIZE,
@@ -552,7 +653,12 @@ class Lab:
                           for bind in ({"ip": ip, "port": 80},
                                        {"ip": ip, "port": 443, "cert": self._certs[(site.host, site.cert)]})],
             })
+        if resetting:  # the deep lab's server that resets every connection itself
+            apps.append({"kind": "reset", "binds": [{"ip": x.ip, "port": port} for x in self._sites()
+                                                    if x.host in resetting for port in (80, 443)]})
         self._labserver("net", "sites", apps)
+        if self.deep:
+            self._injector()
         self._spawn("net", "control", [
             sys.executable, "-m", "probe", "control", "serve",
             "--host", S.CONTROL_IP, "--port", str(S.CONTROL_PORT), "--allow-private",
@@ -588,6 +694,19 @@ class Lab:
         for v in S.VANTAGES:
             if v.second_isp:
                 self._dnsmasq("isp", f"resolver-{v.name}", v.isp_ip, [f"server={S.AUTH_DNS_IP}"])
+
+    def _injector(self) -> None:
+        """The on-path injector in r2 (injector.py), sniffing r2's interface towards far."""
+        page = self.dir / "deep-blockpage.html"
+        page.write_text(S.BELTELECOM_BLOCKPAGE, encoding="utf-8")
+        ready = self.dir / "r2-injector.ready"
+        self._spawn(S.CENSOR_ROUTER, "injector", [
+            sys.executable, "-m", "tests.lab.injector", "run",
+            "--iface", self.ifs[f"{S.CENSOR_ROUTER}_down"], "--far-net", S.FAR_SUBNET,
+            "--dns-match", S.DEEP_DNS_MATCH, "--dns-answer", S.DEEP_FORGED_IP,
+            "--http-match", S.DEEP_PAGE_MATCH, "--page-file", str(page), "--ready-file", str(ready),
+        ])
+        self._ready_files.append(("injector", ready))
 
     def _check_children(self) -> None:
         for p in self._children.values():
@@ -634,7 +753,31 @@ class Lab:
             if p.returncode != 0:
                 self._check_children()
                 raise LabError(f"the {v.name} network did not come up:\n{p.stderr.strip()}")
+        if self.deep:  # far, through r1, r2, r3: its resolver, the helper, a deep site
+            sni = S.DEEP_BY_NAME["sni"].site
+            p = self.exec("far", [sys.executable, str(HERE / "netcheck.py"), "--deadline",
+                                  str(max(1.0, end - time.monotonic())), f"dns:{S.AUTH_DNS_IP}:53:{sni.host}={sni.ip}",
+                                  f"tcp:{S.CONTROL_IP}:{S.CONTROL_PORT}", f"tcp:{sni.ip}:443"], timeout=deadline + 10)
+            if p.returncode != 0:
+                self._check_children()
+                raise LabError(f"the far network did not come up:\n{p.stderr.strip()}")
         self._check_children()
+
+    def verify_deep(self, timeout: float = 90) -> list[dict]:
+        """The deep lab's facts, checked from far before any probe runs (``python -m
+        tests.lab.injector check`` in far): the hops, the resets and who sent them, the
+        injected DNS answer and blockpage, the server's own reset. One dict per fact:
+        {"fact", "ok", "expected", "observed"}; so a failing deep test says whether the lab
+        or the probe is wrong."""
+        p = self.exec("far", [sys.executable, "-m", "tests.lab.injector", "check", "--json"], timeout=timeout)
+        try:
+            facts = json.loads(p.stdout)
+        except ValueError:
+            facts = None
+        if not isinstance(facts, list):
+            return [{"fact": "the check ran", "ok": False, "expected": "a JSON list of facts",
+                     "observed": f"exit {p.returncode}: {(p.stderr or p.stdout or '')[-3000:]}"}]
+        return facts
 
     def exec(self, role: str, argv: list[str], *, timeout: float | None = 60, capture: bool = True,
              check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
