@@ -108,6 +108,15 @@ async def test_probe_trace_measures_one_url_deeply_and_show_and_explain_say_it(t
     assert "Deep measurement:" in out and "from the site itself" in out
     rc, out, _ = await probe("show", url, "--db", str(db))
     assert "deep measurement" in out and "hop search" in out
+    # the report's trigger and "where" columns, and OONI's export's extension field
+    rc, out, _ = await probe("report", "--db", str(db), "--format", "json")
+    (row,) = json.loads(out)
+    assert row["injected"] == "server" and row["trigger"] == "not_isolated" and "where" in row
+    rc, out, _ = await probe("report", "--db", str(db), "--format", "markdown")
+    assert "trigger" in out and "not_isolated" in out
+    rc, out, _ = await probe("export-ooni", "--db", str(db))
+    ext = json.loads(out.splitlines()[0])["test_keys"]["x_bynet_deep"]
+    assert ext["trigger_tests"] and ext["hops"] and ext["packets"]
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_probe(p, str(db))]
 
 

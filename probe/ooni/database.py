@@ -227,18 +227,28 @@ def find_run(db: sqlite_utils.Database, run_id: str) -> str:
     return run["run_id"]
 
 
+DEEP_EXTENSION = "x_bynet_deep"
+
+
 def export_ooni(db: sqlite_utils.Database, out: IO[str], *, run_id: str | None = None) -> int:
     """Write measurements (of one run, or all) as OONI JSONL, oldest first; returns how
     many. Measurements are loaded one at a time, so memory does not grow with the run."""
     wanted = find_run(db, run_id) if run_id is not None else None
     runs: dict[str, dict] = {}
     count = 0
+    examined = store.deep_measurement_ids(db)
     for mid, rid in store.measurement_ids(db, wanted):
         m = store.load_measurement(db, mid)
         if m is None:
             continue
         if rid not in runs:
             runs[rid] = store.get_run(db, rid) or {"run_id": rid}
-        out.write(json.dumps(measurement_to_ooni(m, runs[rid]), ensure_ascii=False) + "\n")
+        doc = measurement_to_ooni(m, runs[rid])
+        deep = store.load_deep(db, mid) if mid in examined else None
+        if deep is not None and isinstance(doc.get("test_keys"), dict):
+            # our extension (OONI's readers ignore unknown keys): the deep measurement's
+            # raw observations, trigger tests, packets and hop search
+            doc["test_keys"][DEEP_EXTENSION] = dataclasses.asdict(deep)
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
         count += 1
     return count

@@ -23,6 +23,8 @@ def site_columns(report: Report) -> list[str]:
         cols.append("network")
     cols += ["verdict", "blocked", "confidence"]
     cols += ["measured"] if report.single_reading else ["agree", "since", "last", "seen"]
+    if any(s.get("trigger") or s.get("where") for s in report.sites):  # a deep measurement was made
+        cols += ["trigger", "where"]
     cols.append("evidence")
     return cols
 
@@ -54,6 +56,10 @@ def site_cell(s: Row, key: str) -> str:
         return ", ".join(s["verdicts_seen"])
     if key == "evidence":
         return "; ".join(evidence_lines(s["evidence"]))
+    if key == "trigger":
+        return str(s.get("trigger") or "")
+    if key == "where":
+        return str(s.get("where") or "")
     raise KeyError(key)
 
 

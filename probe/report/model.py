@@ -48,6 +48,8 @@ STATUSES = ("blocked", "cant_tell", "error", "down", "ok")
 
 # What the cross-network stage adds to a row, carried into every table and export.
 CROSS_FIELDS = ("own_verdict", "own_blocked", "own_confidence", "cross_rule_id", "cross_version", "networks_compared")
+# What a deep measurement (probe run --deep) adds: the trigger, injection, the censor's hop.
+DEEP_FIELDS = ("trigger", "injected", "censor_hop", "censor_address", "where")
 
 # --- collecting ------------------------------------------------------------------------
 
@@ -72,16 +74,29 @@ def collect(dbs: Sequence[sqlite_utils.Database], classifier_version: str | None
                 continue
             version = versions[-1]
         name = db_name(store.db_file(db))
+        examined = store.deep_measurement_ids(db)
         for row in store.report_rows(db, version):
             if row["measurement_id"] in seen:
                 continue
             seen.add(row["measurement_id"])
             row["db"] = name
+            if row["measurement_id"] in examined:
+                _add_deep(db, row)
             out.append(row)
     out.sort(key=lambda r: (r["url"] or "", r["measured_at"] or "", r["measurement_id"]))
     # Many networks side by side: each measurement judged with the others of its URL
     # (analysis.crossnet); a measurement's own verdict stays in own_verdict.
     return apply_crossnet(out, judge_across(out))
+
+
+def _add_deep(db: sqlite_utils.Database, row: Row) -> None:
+    """The deep measurement's findings on the row (DEEP_FIELDS)."""
+    from probe.analysis.deep import summarise
+
+    result = store.load_deep(db, row["measurement_id"])
+    if result is not None:
+        found = summarise(result, own_asn=row.get("asn"))
+        row.update({k: found.get(k) for k in DEEP_FIELDS})
 
 
 def db_name(path: str) -> str:
@@ -253,6 +268,7 @@ def site_network_table(rows: Iterable[Row]) -> list[Row]:
                 "evidence": latest.get("evidence") or [],
                 "measurement_id": latest["measurement_id"],
                 **{k: latest.get(k) for k in CROSS_FIELDS},
+                **{k: latest.get(k) for k in DEEP_FIELDS},
                 "first_seen": same[0].get("measured_at"),
                 "last_seen": same[-1].get("measured_at"),
                 "first_measured": group[0].get("measured_at"),

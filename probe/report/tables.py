@@ -7,12 +7,12 @@ import io
 import json
 from collections.abc import Iterable
 
-from probe.report.model import CROSS_FIELDS, Row, blocked_word, evidence_lines, network_of
+from probe.report.model import CROSS_FIELDS, DEEP_FIELDS, Row, blocked_word, evidence_lines, network_of
 
 EXPORT_FIELDS = (
     "measurement_id", "url", "domain", "category", "cc", "asn", "network_name", "network", "measured_at",
     "verdict", "blocked", "confidence", "tags", "layer", "rule_id", "evidence", "classifier_version",
-    "run_id", "db", *CROSS_FIELDS,
+    "run_id", "db", *CROSS_FIELDS, *DEEP_FIELDS,
 )
 
 

@@ -17,7 +17,8 @@ from probe.report.model import STATUSES, Report, Row, shown_verdict, site_status
 from probe.report.words import cant_tell_word, entry_confidence, header_items, heading, headline_lines
 
 # Columns a wide table gives room to; the rest fold. Evidence is left to `probe explain`.
-_TERMINAL_COLUMNS = ("site", "network", "verdict", "confidence", "agree", "since", "last", "measured", "seen")
+_TERMINAL_COLUMNS = ("site", "network", "verdict", "confidence", "agree", "since", "last", "measured", "seen",
+                     "trigger")
 
 
 def conf(value: Any) -> str:

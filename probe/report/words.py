@@ -30,6 +30,8 @@ HEADINGS = {
     "measured": N_("measured (UTC)"),
     "seen": N_("verdicts seen"),
     "evidence": N_("evidence (latest)"),
+    "trigger": N_("trigger"),
+    "where": N_("where the censor sits"),
 }
 
 

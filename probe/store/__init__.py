@@ -37,7 +37,7 @@ from probe.store.collector import (
     upload_history,
     uploaders,
 )
-from probe.store.deep import load_deep, save_deep
+from probe.store.deep import deep_measurement_ids, load_deep, save_deep
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -96,6 +96,7 @@ from probe.store.verdicts import (
 )
 
 __all__ = [
+    "deep_measurement_ids",
     "load_deep",
     "save_deep",
     "TokenError",

@@ -55,3 +55,10 @@ def load_deep(db: sqlite_utils.Database, measurement_id: str) -> DeepResult | No
     r.hops = [HopProbe(**_fields(HopProbe, h))
               for h in db.query("select * from deep_hops " + order.format("ttl"), [measurement_id])]
     return r
+
+
+def deep_measurement_ids(db: sqlite_utils.Database) -> set[str]:
+    """The measurements that were examined deeply."""
+    if "deep_results" not in db.table_names():
+        return set()
+    return {r[0] for r in db.execute("select measurement_id from deep_results")}
