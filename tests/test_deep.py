@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import sys
 import threading
 
 import pytest
-from clirun import QUIET, probe
+from clirun import QUIET, ROOT, probe
 from servers import RawTcpServer
 
 from probe import store
@@ -141,3 +143,52 @@ def _is_probe(pid: str, marker: str) -> bool:
             return marker.encode() in fh.read()
     except OSError:
         return False
+
+
+@ROOT_ONLY
+async def test_a_deep_measurement_cancelled_mid_way_leaves_nothing_behind():
+    """A server that never answers: the hop search walks TTL after TTL; cancelled there
+    (Ctrl-C), the sniffer, its capture socket and the connection are all gone."""
+    before = {t.name for t in threading.enumerate()}
+    async with RawTcpServer("silent") as server:
+        task = asyncio.create_task(deep_measure(reset_measurement(server.port), "tls.timeout", "tls", timeout=1))
+        await asyncio.sleep(3.5)  # past the trigger tests, inside the hop search
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(50):
+        left = {t.name for t in threading.enumerate()} - before
+        if not [n for n in left if not n.startswith("asyncio_")] and not packet_sockets():
+            break
+        await asyncio.sleep(0.1)
+    assert not [n for n in left if not n.startswith("asyncio_")], left
+    assert not packet_sockets()
+    tcp = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
+    port_hex = f"{server.port:04X}"
+    assert not [t for t in tcp if t[2].endswith(":" + port_hex) and t[3] == "01"]  # no connection still established
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="dropping CAP_NET_RAW from a root process needs root and setpriv (CI is root)")
+async def test_without_cap_net_raw_the_run_says_in_one_line_what_it_skips(tmp_path):
+    """As a volunteer without administrator rights: the packet parts are skipped with
+    one line, the trigger tests still run, the run succeeds."""
+    config = tmp_path / "config.ini"
+    config.write_text("[consent]\nversion = 1\n[deep-consent]\nversion = 1\n")
+    async with RawTcpServer("reset_after_data") as server:
+        url = f"https://127.0.0.1:{server.port}/"
+        db = tmp_path / "t.db"
+        proc = await asyncio.create_subprocess_exec(
+            "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", sys.executable, "-m", "probe", "trace", url,
+            "--db", str(db), "--no-control", "--allow-private-targets", *QUIET, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "LANGUAGE": "en", "BYNET_PROBE_CONFIG": str(config)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err_b = await asyncio.wait_for(proc.communicate(), 120)
+    err = err_b.decode()
+    assert proc.returncode == 0, err
+    skipped = [line for line in err.splitlines() if "need root or CAP_NET_RAW" in line]
+    assert len(skipped) == 1 and "Traceback" not in err, err
+    rc, out, _ = await probe("show", url, "--db", str(db), "--json")
+    deep = json.loads(out)["deep"]
+    assert deep["observed"]["trigger_tests"] and not deep["observed"]["packets"] and not deep["hops"]
