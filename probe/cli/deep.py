@@ -20,7 +20,7 @@ import click
 from probe import store
 from probe.cli.common import fail, open_db_or_fail, say
 from probe.core import userconfig
-from probe.core.addresses import split_hostport
+from probe.core.addresses import format_hostport, split_hostport
 from probe.core.i18n import _, ngettext
 
 DEEP_CONSENT_SECTION = "deep-consent"
@@ -62,14 +62,16 @@ def ensure_deep_consent(yes: bool) -> None:
 
 def harmless_address(trigger_address: str | None, controls: list[str]) -> str | None:
     """Where the site's name is sent to see whether the name alone triggers the block:
-    --trigger-address, else the control helper's host (an address no censor blocks)."""
+    --trigger-address, else the control helper's host and port (an address no censor
+    blocks, where a server surely listens)."""
     if trigger_address:
         return trigger_address
     for url in controls:
-        host = url.split("://", 1)[-1].split("/", 1)[0]
-        name, _port = split_hostport(host)
+        scheme, _, rest = url.removeprefix("ooni+").partition("://")
+        host = rest.split("/", 1)[0]
+        name, port = split_hostport(host, 443 if scheme == "https" else 80)
         if name:
-            return name
+            return format_hostport(name, port)
     return None
 
 
@@ -116,14 +118,17 @@ async def _measure(m: Any, verdict: str, layer: str | None, harmless: str | None
 
 
 def _blocked_since(db: Any, since: str) -> list[tuple[str, str, str | None]]:
-    """(measurement id, verdict, layer) of what is worth a closer look."""
+    """(measurement id, verdict, layer) of what is worth a closer look: blocked, can't
+    tell, and down (a site failing for the control too: whether its reset or silence is
+    its own is worth knowing, and costs one target's budget)."""
     out = []
     for run in store.runs(db):
         if (run.get("started_at") or "") < since:
             continue
         for mid, _run in store.measurement_ids(db, run["run_id"]):
             v = store.latest_verdict(db, mid)
-            if v is None or v["blocked"] == 0 or v["verdict"] in ("ok", "down", "error"):
+            # blocked or can't tell; and down, which a site that resets everyone is: is the reset its own?
+            if v is None or v["verdict"] in ("ok", "error") or (v["blocked"] == 0 and v["verdict"] != "down"):
                 continue
             out.append((mid, v["verdict"], v["layer"]))
     return out

@@ -75,7 +75,7 @@ def blocked_flow(m: Measurement, layer: str | None) -> Flow | None:
     if layer == "dns":
         udp = [q for q in m.dns if q.engine == "udp" and q.resolver]
         return Flow("dns", name=m.hostname, resolver=udp[0].resolver) if udp else None
-    if layer not in ("tcp", "tls", "http"):
+    if layer not in ("tcp", "tls", "http", None):  # None: down, where the connection step failed too
         return None
     if m.scheme == "https":
         tried = [t for t in m.tls if t.sni_role == "target" and t.port == m.port]
@@ -104,13 +104,19 @@ def _interfered_tls(failure: str | None, stage: str | None) -> bool:
     return failure is not None and stage == "after_client_hello"
 
 
-async def _tls_test(name: str, ip: str, port: int, sni: str, timeout: float) -> TriggerTest | None:
+async def _tls_test(name: str, ip: str, port: int, sni: str, timeout: float, *,
+                    at_site: bool = True) -> TriggerTest | None:
+    """One handshake. To the site's address, a connection that cannot even be made
+    (timed out, reset, refused) is interference with the address itself, whatever the
+    name; elsewhere it says nothing about the name (None: not a test)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     rec = await tls_handshake(ip, port, sni, timeout=timeout, context=ctx, sni_role="benign")
     if rec.failure is not None and rec.failure_stage in ("tcp_connect", "before_client_hello"):
-        return None  # the hello never left: says nothing about the name
+        if not at_site:
+            return None  # the hello never left: says nothing about the name
+        return TriggerTest(name, f"{ip}:{port}", sni, rec.started_at, rec.duration_ms, True, rec.failure, "tcp_connect")
     return TriggerTest(name, f"{ip}:{port}", sni, rec.started_at, rec.duration_ms,
                        _interfered_tls(rec.failure, rec.failure_stage), rec.failure,
                        rec.tls_version or rec.failure_stage)
@@ -145,11 +151,14 @@ def _status_line(head: bytes) -> str:
 
 
 async def _http_test(name: str, ip: str, port: int, host: str, path: str, timeout: float,
-                     blocked_head: bytes | None) -> TriggerTest | None:
+                     blocked_head: bytes | None, *, at_site: bool = True) -> TriggerTest | None:
+    """One request; a connection that cannot be made counts as in ``_tls_test``."""
     sw = Stopwatch()
     failure, head, connected = await _http_exchange(ip, port, http_request(host, path), timeout)
     if not connected:
-        return None
+        if not at_site:
+            return None
+        return TriggerTest(name, f"{ip}:{port}", host, sw.started_at, sw.ms(), True, failure, "tcp_connect")
     interfered = failure is not None or (blocked_head is not None and head[:200] == blocked_head[:200])
     return TriggerTest(name, f"{ip}:{port}", host, sw.started_at, sw.ms(), interfered, failure,
                        _status_line(head) if head else None)
@@ -169,14 +178,28 @@ async def _dns_test(name: str, resolver: str, qname: str, timeout: float, wait: 
 
 async def isolate(flow: Flow, m: Measurement, verdict: str | None, harmless: str | None,
                   timeout: float, dns_wait: float) -> list[TriggerTest]:
-    """The blocked step as measured, then one thing changed at a time."""
+    """The blocked step as measured, then one thing changed at a time. ``harmless`` is
+    "ip" or "ip:port": the site's name goes there on the site's port; when even the
+    connection to the site's address fails (nothing of the name was sent there), and
+    nothing listens on that port at the harmless address, its own port is used: what
+    matters then is that the name reaches a server elsewhere."""
     tests: list[TriggerTest | None] = []
+    h_ip, h_port = split_hostport(harmless, 0) if harmless else ("", 0)
+
+    def ports(at_site: list[TriggerTest | None]) -> list[int]:
+        assert flow.port is not None
+        cut = all(t is not None and t.detail == "tcp_connect" for t in at_site)
+        return [flow.port, *([h_port] if cut and h_port and h_port != flow.port else [])]
+
     if flow.layer == "tls" and flow.ip and flow.port:
         tests.append(await _tls_test("tls_sni", flow.ip, flow.port, flow.name, timeout))
         tests.append(await _tls_test("tls_benign_sni", flow.ip, flow.port, BENIGN_NAME, timeout))
         tests.append(await _tls_test("tls_no_sni", flow.ip, flow.port, "", timeout))
-        if harmless:
-            tests.append(await _tls_test("tls_sni_elsewhere", harmless, flow.port, flow.name, timeout))
+        for port in ports(tests) if h_ip else []:
+            found = await _tls_test("tls_sni_elsewhere", h_ip, port, flow.name, timeout, at_site=False)
+            if found is not None:
+                tests.append(found)
+                break
     elif flow.layer == "http" and flow.ip and flow.port:
         blocked_head = next((h.body_head for h in m.http if h.kind == "main" and h.body_head), None) \
             if verdict in ("http.blockpage", "http.diff") else None
@@ -185,9 +208,12 @@ async def isolate(flow: Flow, m: Measurement, verdict: str | None, harmless: str
             first.interfered = True  # the page measured as a blockpage came again
         tests.append(first)
         tests.append(await _http_test("http_benign_host", flow.ip, flow.port, BENIGN_NAME, "/", timeout, None))
-        if harmless:
-            tests.append(await _http_test("http_host_elsewhere", harmless, flow.port, flow.name, flow.path,
-                                          timeout, None))
+        for port in ports(tests) if h_ip else []:
+            found = await _http_test("http_host_elsewhere", h_ip, port, flow.name, flow.path, timeout, None,
+                                     at_site=False)
+            if found is not None:
+                tests.append(found)
+                break
     elif flow.layer == "dns" and flow.resolver:
         measured = {a.value for q in m.dns if q.engine == "udp" for a in q.answers}
         expect_nx = verdict == "dns.nxdomain"

@@ -7,6 +7,7 @@
             exit 0 when every verdict is the expected one
 * ``up``    bring the lab up and leave it running; prints how to enter the volunteer's
             namespace, the probe command, and the state file ``down`` needs
+            (``--deep``: also the longer path far -> r1 -> r2 -> r3 -> net, issue 10)
 * ``down``  take down the labs named by state files (default: every lab left by ``up``
             or by a run that was killed; ``--force``: any lab namespace on this machine)
 """
@@ -89,7 +90,7 @@ def cmd_list(args) -> int:
 
 def cmd_up(args) -> int:
     _need_root()
-    lab = Lab(workdir=args.workdir, keep_workdir=True).up()
+    lab = Lab(workdir=args.workdir, keep_workdir=True, deep=args.deep).up()
     lab.detached = True
     lab._save_state()
     print(f"censorship lab {lab.suffix} is up ({lab.up_seconds} s); work dir {lab.workdir}")
@@ -99,6 +100,12 @@ def cmd_up(args) -> int:
     print("    ip netns exec " + lab.ns["vol"] + " " + " ".join(lab.probe_argv(lab.dir / "probe.db")))
     print(f"  then: python -m probe analyze --db {lab.dir / 'probe.db'}; "
           f"python -m probe report --db {lab.dir / 'probe.db'}")
+    if lab.deep:
+        print("  the longer path (far -> r1 -> r2 -> r3 -> net; r2 censors and injects): check it with")
+        print(f"    ip netns exec {lab.ns['far']} python -m tests.lab.injector check")
+        print("  and measure it with")
+        print("    ip netns exec " + lab.ns["far"] + " " + " ".join(
+            lab.probe_argv(lab.dir / "deep.db", targets=lab.deep_targets_file, extra=("--deep",))))
     print(f"  take it down:  python -m tests.lab down {lab.state_path}")
     return 0
 
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("up", help="bring the lab up and leave it running")
     p.add_argument("--workdir", default=None, help="where logs, certificates and the state file go")
+    p.add_argument("--deep", action="store_true",
+                   help="also the longer path: far behind r1, r2 (the censor, an injector), r3")
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("down", help="take labs down (default: those left by `up` or by a killed run)")
     p.add_argument("state", nargs="*", help="state.json files printed by `up`")

@@ -36,6 +36,7 @@ running by ``python -m tests.lab up``.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import json
 import os
 import re
@@ -433,6 +434,10 @@ class Lab:
         default of one per second per destination after a burst of six)."""
         ns, i = self.ns, self.ifs
         r1, r2, r3 = S.ROUTERS
+
+        def subnet(ip: str) -> str:  # every link is a /24
+            return str(ipaddress.ip_interface(f"{ip}/24").network)
+
         for a, a_ns, b, b_ns in (
             (i["far"], ns["far"], i["r1_down"], ns["r1"]),
             (i["r1_up"], ns["r1"], i["r2_down"], ns["r2"]),
@@ -459,15 +464,15 @@ class Lab:
         self._ip_batch("r3", [
             f"addr add {r3.down_ip}/24 dev {i['r3_down']}", f"addr add {r3.up_ip}/24 dev {i['r3_up']}",
             f"link set {i['r3_down']} up", f"link set {i['r3_up']} up",
-            f"route add {far_side} via {r2.up_ip}", f"route add {r1.up_ip.rsplit('.', 1)[0]}.0/24 via {r2.up_ip}",
+            f"route add {far_side} via {r2.up_ip}", f"route add {subnet(r1.up_ip)} via {r2.up_ip}",
             f"route add {S.LAB_NETWORK} via {S.NET_FAR_IP}",
             # the sink query without a control helper ends here, as at the ISP
             f"route add blackhole {S.TEST_NET}",
         ])
-        back = [far_side, f"{r1.up_ip.rsplit('.', 1)[0]}.0/24", f"{r2.up_ip.rsplit('.', 1)[0]}.0/24"]
+        back = [far_side, subnet(r1.up_ip), subnet(r2.up_ip)]
         self._ip_batch("net", [
             f"addr add {S.NET_FAR_IP}/24 dev {i['net_far']}", f"link set {i['net_far']} up",
-            *(f"route add {subnet} via {r3.up_ip}" for subnet in back),
+            *(f"route add {n} via {r3.up_ip}" for n in back),
         ])
         for r in S.ROUTERS:
             self._sysctl(r.name, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
