@@ -45,32 +45,45 @@ def notice_text(db_path: Path | None = None) -> str:
     ])
 
 
+def agree_once(section: str, yes: bool, notice: str, *, yes_said: str | None, no_terminal: str, prompt: str,
+               refused: str) -> None:
+    """The one way the probe asks before doing something: agreed before (remembered in
+    ``section`` of the config file), now with --yes (saying ``yes_said``), or now on a
+    terminal after reading ``notice``; otherwise one line and exit 2. Used for the run
+    notice, uploading and deep measurement, which are agreed to separately."""
+    try:
+        if userconfig.consent_given(section=section):
+            return
+        if yes:
+            userconfig.record_consent(how="--yes", section=section)
+            if yes_said:
+                click.echo(yes_said, err=True)
+            return
+    except userconfig.ConfigError as exc:
+        fail(exc)
+    click.echo(notice, err=True)
+    click.echo("", err=True)
+    if not sys.stdin.isatty():
+        fail(no_terminal)
+    answer = click.prompt(prompt, default="", show_default=False, err=True)
+    if answer.strip().lower() not in {"yes", "y", _("yes").lower()}:
+        fail(refused)
+    try:
+        userconfig.record_consent(how="asked", section=section)
+    except userconfig.ConfigError as exc:
+        fail(exc)
+
+
 def ensure_consent(yes: bool, db_path: Path, json_logs: bool = False) -> None:
     """Go on only when the volunteer has accepted the notice: before, now on a
     terminal, or with --yes. Otherwise show it and stop with one line (exit 2)."""
-    try:
-        if userconfig.consent_given():
-            return
-        if yes:
-            userconfig.record_consent(how="--yes")
-            if not json_logs:
-                click.echo(_("The notice of what a run does was accepted with --yes (read it: probe notice)."), err=True)
-            return
-    except userconfig.ConfigError as exc:
-        fail(exc)
-    click.echo(notice_text(db_path), err=True)
-    click.echo("", err=True)
-    if not sys.stdin.isatty():
-        fail(_("nothing measured: accept the notice above first, by running `probe run` once in a terminal, "
-               "or with --yes"))
-    answer = click.prompt(_("Type yes to agree and start, anything else to stop"), default="", show_default=False,
-                          err=True)
-    if answer.strip().lower() not in {"yes", "y", _("yes").lower()}:
-        fail(_("nothing measured: the notice was not accepted"))
-    try:
-        userconfig.record_consent(how="asked")
-    except userconfig.ConfigError as exc:
-        fail(exc)
+    agree_once(userconfig.CONSENT_SECTION, yes, notice_text(db_path),
+               yes_said=None if json_logs else _(
+                   "The notice of what a run does was accepted with --yes (read it: probe notice)."),
+               no_terminal=_("nothing measured: accept the notice above first, by running `probe run` once in a "
+                             "terminal, or with --yes"),
+               prompt=_("Type yes to agree and start, anything else to stop"),
+               refused=_("nothing measured: the notice was not accepted"))
 
 
 @click.command("notice")

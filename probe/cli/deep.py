@@ -10,16 +10,13 @@ censor can tell it from ordinary traffic more easily than a plain run.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
-
 from probe import store
-from probe.cli.common import fail, open_db_or_fail, say
-from probe.core import userconfig
+from probe.cli.common import open_db_or_fail, say
+from probe.cli.consent import agree_once
 from probe.core.addresses import format_hostport, split_hostport
 from probe.core.i18n import _, ngettext
 
@@ -39,25 +36,10 @@ def deep_notice() -> str:
 
 def ensure_deep_consent(yes: bool) -> None:
     """Go on only when deep measurement was agreed to: before, now on a terminal, or with --yes."""
-    try:
-        if userconfig.consent_given(section=DEEP_CONSENT_SECTION):
-            return
-        if yes:
-            userconfig.record_consent(how="--yes", section=DEEP_CONSENT_SECTION)
-            return
-    except userconfig.ConfigError as exc:
-        fail(exc)
-    click.echo(deep_notice(), err=True)
-    if not sys.stdin.isatty():
-        fail(_("nothing measured: agree to deep measurement first, in a terminal, or with --yes"))
-    answer = click.prompt(_("Type yes to agree and start, anything else to stop"), default="", show_default=False,
-                          err=True)
-    if answer.strip().lower() not in {"yes", "y", _("yes").lower()}:
-        fail(_("nothing measured: deep measurement was not agreed to"))
-    try:
-        userconfig.record_consent(how="asked", section=DEEP_CONSENT_SECTION)
-    except userconfig.ConfigError as exc:
-        fail(exc)
+    agree_once(DEEP_CONSENT_SECTION, yes, deep_notice(), yes_said=None,
+               no_terminal=_("nothing measured: agree to deep measurement first, in a terminal, or with --yes"),
+               prompt=_("Type yes to agree and start, anything else to stop"),
+               refused=_("nothing measured: deep measurement was not agreed to"))
 
 
 def harmless_address(trigger_address: str | None, controls: list[str]) -> str | None:

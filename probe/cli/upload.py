@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from probe import store
 from probe.cli.common import DB_HELP, existing_db, fail, open_db_or_fail, say
+from probe.cli.consent import agree_once
 from probe.collector.client import UploadError, UploadResult, upload
 from probe.core import userconfig
 from probe.core.i18n import _, ngettext
@@ -40,29 +40,17 @@ def ensure_upload_consent(collector: str, yes: bool, *, interactive: bool = True
     """Whether uploading is agreed to: before, now on a terminal, or with --yes. With
     ``interactive`` False (after a run) it never asks: False when not agreed yet."""
     section = userconfig.UPLOAD_CONSENT_SECTION
-    try:
-        if userconfig.consent_given(section=section):
-            return True
-        if yes:
-            userconfig.record_consent(how="--yes", section=section)
-            say(_("Uploading was agreed to with --yes (what is sent: probe upload --notice)."))
-            return True
-    except userconfig.ConfigError as exc:
-        fail(exc)
-    if not interactive:
-        return False
-    click.echo(upload_notice(collector), err=True)
-    click.echo("", err=True)
-    if not sys.stdin.isatty():
-        fail(_("nothing sent: agree to uploading first, by running `probe upload` once in a terminal, or with --yes"))
-    answer = click.prompt(_("Type yes to agree and send, anything else to stop"), default="", show_default=False,
-                          err=True)
-    if answer.strip().lower() not in {"yes", "y", _("yes").lower()}:
-        fail(_("nothing sent: uploading was not agreed to"))
-    try:
-        userconfig.record_consent(how="asked", section=section)
-    except userconfig.ConfigError as exc:
-        fail(exc)
+    if not interactive and not yes:
+        try:
+            return userconfig.consent_given(section=section)
+        except userconfig.ConfigError as exc:
+            fail(exc)
+    agree_once(section, yes, upload_notice(collector),
+               yes_said=_("Uploading was agreed to with --yes (what is sent: probe upload --notice)."),
+               no_terminal=_("nothing sent: agree to uploading first, by running `probe upload` once in a terminal, "
+                             "or with --yes"),
+               prompt=_("Type yes to agree and send, anything else to stop"),
+               refused=_("nothing sent: uploading was not agreed to"))
     return True
 
 

@@ -177,8 +177,8 @@ class Injector:
                 r = dns.message.make_response(q)
                 r.flags |= dns.flags.RA
                 r.answer.append(dns.rrset.from_text(question.name, 300, "IN", "A", self.dns_answer))
-                forged = IP(src=dst, dst=src, ttl=64) / UDP(sport=53, dport=sport) / Raw(r.to_wire())
-                self.send(bytes(forged), src)
+                reply = IP(src=dst, dst=src, ttl=64) / UDP(sport=53, dport=sport) / Raw(r.to_wire())
+                self.send(bytes(reply), src)
                 self.counts["dns"] += 1
                 forged = True
                 what += f": forged A {self.dns_answer} from {dst}:53"
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 
     injector = Injector(args)
     listener = conf.L2listen(iface=args.iface)
-    attach_bpf(listener.ins, bpf_program(ipaddress.ip_network(args.far_net)))
+    attach_bpf(listener.ins, bpf_program(ipaddress.IPv4Network(args.far_net)))
     started = threading.Event()
     sniffer = AsyncSniffer(opened_socket=listener, prn=injector.handle, store=False,
                            started_callback=started.set)
@@ -345,10 +345,11 @@ def http_get(host: str) -> bytes:
     return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lab-check\r\nAccept: */*\r\nConnection: close\r\n\r\n".encode()
 
 
-def exchange(ip: str, port: int, payload: bytes, *, ttl: int | None = None, wait: float = 2.0,
+def exchange(ip: str | None, port: int, payload: bytes, *, ttl: int | None = None, wait: float = 2.0,
              connect_timeout: float = 3.0) -> dict:
     """Connect, (set the IP TTL,) send, read until EOF, reset or ``wait``: {"port" (ours),
     "data", "end": eof|reset|timeout|connect: ...}."""
+    assert ip is not None, "a deep site without an address"
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(connect_timeout)
     try:
@@ -459,7 +460,7 @@ def check(as_json: bool) -> int:
         # 1. the path: TTL 1, 2, 3 expire at r1, r2, r3 (ICMP time-exceeded from their
         # address towards far); TTL 4 reaches the site
         def hops() -> None:
-            seen = []
+            seen: list[tuple[int, object, object, object]] = []
             for ttl in (1, 2, 3, 4):
                 ans = sr1(IP(dst=site["sni"].ip, ttl=ttl) / TCP(sport=40000 + ttl, dport=443, flags="S"),
                           timeout=2, verbose=0)

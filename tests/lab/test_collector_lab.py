@@ -44,9 +44,8 @@ from typing import Any
 
 import pytest
 
-from . import REPO_ROOT
 from . import scenarios as S
-from .topology import Lab, skip_or_fail_without_lab
+from .topology import Lab, probe_here, skip_or_fail_without_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 skip_or_fail_without_lab()
@@ -80,13 +79,7 @@ while True:
 """
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m probe ...` on this machine (no network needed: tokens, config, reports)."""
-    try:
-        return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True,
-                              cwd=str(REPO_ROOT), timeout=timeout, env={**os.environ, **(env or {})})
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(exc.cmd, -9, str(exc.stdout or ""), f"timed out after {timeout} s")
+_cli = probe_here
 
 
 def _said(p: subprocess.CompletedProcess | None) -> str:

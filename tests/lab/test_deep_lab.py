@@ -26,16 +26,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import REPO_ROOT
 from . import scenarios as S
-from .topology import Lab, netns_list, netns_pids, skip_or_fail_without_lab
+from .topology import Lab, assert_torn_down, netns_pids, probe_here, skip_or_fail_without_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 skip_or_fail_without_lab()
@@ -58,13 +56,7 @@ FACTS_OF = {"sni": ("hops", "deep-sni"), "host": ("hops", "deep-host"), "ip": ("
             "dns": ("hops", "deep-dns"), "page": ("hops", "deep-page"), "rst": ("deep-rst",)}
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m probe ...` on this machine (show, explain: no network needed)."""
-    try:
-        return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True,
-                              cwd=str(REPO_ROOT), timeout=timeout, env={**os.environ, **(env or {})})
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(exc.cmd, -9, str(exc.stdout or ""), f"timed out after {timeout} s")
+_cli = probe_here
 
 
 def _said(p: subprocess.CompletedProcess | None, tail: int = 4000) -> str:
@@ -317,10 +309,4 @@ def test_teardown_leaves_nothing(deep_run):
     assert lab.is_up
     problems = lab.down()
     assert problems == []
-    assert not set(lab.ns.values()) & set(netns_list()), netns_list()
-    for ns in lab.ns.values():
-        assert not os.path.exists(f"/etc/netns/{ns}")
-        assert netns_pids(ns) == []
-    survivors = [pid for pid in deep_run.pids if os.path.exists(f"/proc/{pid}")]
-    assert survivors == [], f"lab processes (the injector among them) still alive: {survivors}"
-    assert lab.down() == []
+    assert_torn_down(lab, deep_run.pids)

@@ -10,7 +10,6 @@ the ``error`` scenario waiting for its control helper.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from . import REPO_ROOT
 from . import scenarios as S
-from .topology import Lab, netns_list, netns_pids, skip_or_fail_without_lab
+from .topology import Lab, assert_torn_down, skip_or_fail_without_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(480)]
 skip_or_fail_without_lab()
@@ -697,14 +696,7 @@ def test_teardown_leaves_nothing(lab_run):
     assert lab.is_up
     problems = lab.down()
     assert problems == []
-    assert not set(lab.ns.values()) & set(netns_list()), netns_list()
-    for ns in lab.ns.values():
-        assert not os.path.exists(f"/etc/netns/{ns}")
-        assert netns_pids(ns) == []
-    survivors = [pid for pid in lab_run.pids if os.path.exists(f"/proc/{pid}")]
-    assert survivors == [], f"lab processes still alive: {survivors}"
-    # down() is idempotent (the fixture calls it again)
-    assert lab.down() == []
+    assert_torn_down(lab, lab_run.pids)
 
 
 @pytest.mark.timeout(120)

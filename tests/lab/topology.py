@@ -76,6 +76,28 @@ class LabError(RuntimeError):
     pass
 
 
+def probe_here(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m probe ...` on this machine, outside the lab's namespaces (tokens,
+    config, show, explain, reports: no network needed); a timeout is a result, not an error."""
+    try:
+        return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True,
+                              cwd=str(HERE.parent.parent), timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, -9, str(exc.stdout or ""), f"timed out after {timeout} s")
+
+
+def assert_torn_down(lab: Lab, pids: list[int]) -> None:
+    """After ``lab.down()``: no namespace, netns folder or lab process is left, and a
+    second ``down()`` finds nothing to do."""
+    assert not set(lab.ns.values()) & set(netns_list()), netns_list()
+    for ns in lab.ns.values():
+        assert not os.path.exists(f"/etc/netns/{ns}")
+        assert netns_pids(ns) == []
+    survivors = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    assert survivors == [], f"lab processes still alive: {survivors}"
+    assert lab.down() == []
+
+
 def skip_or_fail_without_lab() -> None:
     """For a lab test module: skip it when not root or a command is missing, saying
     why; in CI, which runs as root and installs the lab's tools, fail instead: a skip
