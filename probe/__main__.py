@@ -2,4 +2,5 @@
 
 from probe.cli.main import main
 
-main()
+if __name__ == "__main__":  # a worker process started by spawn never runs the command again
+    main()

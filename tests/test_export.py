@@ -106,7 +106,7 @@ def test_every_stored_column_is_exported(lab):
         assert set(EXPORT_TABLES[table].column_names()) - JOINED == stored, table
     runs = set(EXPORT_TABLES["runs"].column_names())
     assert runs == {c.name for c in lab.db["runs"].columns} - {"probe_ip"}
-    left_out = {"hostname", "addresses", "control_url"}  # hostname is `domain`; the rest are in the observations
+    left_out = {"hostname", "control_url"}  # hostname is `domain`; control_url is in control_results
     assert {c.name for c in lab.db["measurements"].columns} - set(EXPORT_TABLES["measurements"].column_names()) == left_out
 
 

@@ -5,35 +5,66 @@ classifier version, and never touches the raw observations it came from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 import sqlite_utils
 
 from probe import store
 from probe.core.records import utcnow
-from probe.core.verdicts import Verdict
+from probe.core.verdicts import Evidence, LayerFinding, Verdict
+
+_FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(LayerFinding))
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what json cannot encode by itself: a dataclass as its fields (as
+    dataclasses.asdict would give), anything else as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _evidence(e: Evidence) -> dict[str, Any]:
+    return {"text": e.text, "fields": e.fields}
+
+
+def _finding(f: LayerFinding) -> dict[str, Any]:
+    """dataclasses.asdict(f) without its deep copy: the same keys in the same order
+    (a fifth of the classifier's time went to copying what is only serialised)."""
+    out = {name: getattr(f, name) for name in _FINDING_FIELDS}
+    out["evidence"] = [_evidence(e) for e in f.evidence]
+    return out
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_plain)
+
+
+def verdict_tuple(measurement_id: str, v: Verdict, analyzed_at: str) -> tuple:
+    """The row in store.VERDICT_COLUMNS order."""
+    return (
+        measurement_id,
+        v.classifier_version,
+        v.verdict,
+        None if v.blocked is None else int(v.blocked),
+        round(v.confidence, 3),
+        v.layer,
+        v.rule_id,
+        _dumps([_evidence(e) for e in v.evidence]),
+        _dumps({k: _finding(f) for k, f in v.layers.items()}),
+        json.dumps(v.tags) if v.tags else None,
+        analyzed_at,
+    )
 
 
 def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
-    return {
-        "measurement_id": measurement_id,
-        "classifier_version": v.classifier_version,
-        "verdict": v.verdict,
-        "blocked": None if v.blocked is None else int(v.blocked),
-        "confidence": round(v.confidence, 3),
-        "layer": v.layer,
-        "rule_id": v.rule_id,
-        "evidence": json.dumps([asdict(e) for e in v.evidence], ensure_ascii=False, default=str),
-        "layers": json.dumps({k: asdict(f) for k, f in v.layers.items()}, ensure_ascii=False, default=str),
-        "tags": json.dumps(v.tags) if v.tags else None,
-        "analyzed_at": utcnow(),
-    }
+    return dict(zip(store.VERDICT_COLUMNS, verdict_tuple(measurement_id, v, utcnow()), strict=True))
 
 
 def save_verdicts(db: sqlite_utils.Database, items: Iterable[tuple[str, Verdict]]) -> int:
     """Upsert verdicts, in one transaction; returns how many were written."""
-    return store.save_verdict_rows(db, [verdict_row(mid, v) for mid, v in items])
-
+    now = utcnow()
+    return store.save_verdict_tuples(db, [verdict_tuple(mid, v, now) for mid, v in items])

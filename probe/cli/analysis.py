@@ -20,7 +20,7 @@ from probe.analysis.fingerprints import (
     saved_response,
 )
 from probe.cli.common import DB_HELP, existing_db, fail
-from probe.measure.http import fetch_url
+from probe.core.i18n import _
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 
 
@@ -37,9 +37,11 @@ def _fingerprints(path: str | None):
 @click.option("--fingerprints", "fp_path", type=click.Path(), default=None,
               help="Another fingerprint file (same columns as probe/analysis/fingerprints.csv).")
 @click.option("--lab-network", multiple=True, metavar="CIDR", help=LAB_NETWORK_HELP)
+@click.option("--force", is_flag=True,
+              help="Derive every verdict again, even those that are current (same classifier, fingerprints and run).")
 @click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object on stdout, for scripts.")
 def analyze_cmd(db_path: Path | None, run_id: str | None, fp_path: str | None, lab_network: tuple[str, ...],
-                as_json: bool) -> None:
+                force: bool, as_json: bool) -> None:
     """Derive (again) the verdict of every measurement from its raw observations."""
     from probe.analysis.analyze import analyze_db
     from probe.core.verdicts import CLASSIFIER_VERSION, VERDICTS
@@ -55,13 +57,21 @@ def analyze_cmd(db_path: Path | None, run_id: str | None, fp_path: str | None, l
     except store.StoreError as exc:
         fail(str(exc))
     fps = _fingerprints(fp_path)
-    summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets)
+    summary = analyze_db(db, fingerprints=fps, run_id=run_id, lab_networks=nets, force=force)
     if as_json:
         click.echo(json.dumps({"classifier_version": CLASSIFIER_VERSION, "measurements": summary.measurements,
+                               "classified": summary.classified, "current": summary.current,
                                "by_verdict": dict(summary.by_verdict), "cant_tell": dict(summary.cant_tell),
                                "low_confidence_blocked": summary.weak_blocked, "run_id": run_id}))
         return
-    table = Table(title=f"{summary.measurements} measurements classified (classifier {CLASSIFIER_VERSION})")
+    if summary.current:
+        title = _("{n} measurements: {new} classified, {current} already current (--force derives them again); "
+                  "classifier {version}").format(n=summary.measurements, new=summary.classified,
+                                                 current=summary.current, version=CLASSIFIER_VERSION)
+    else:
+        title = _("{n} measurements classified (classifier {version})").format(
+            n=summary.measurements, version=CLASSIFIER_VERSION)
+    table = Table(title=title)
     table.add_column("verdict")
     table.add_column("blocked")
     table.add_column("count", justify="right")
@@ -91,6 +101,8 @@ def _match_target(target: str, fps) -> tuple[str, list[Match]]:
         h = saved_response(path.read_bytes(), str(path))
         return f"file {path}", fps.match_http(h, label=str(path))
     if target.startswith(("http://", "https://")):
+        from probe.measure.http import fetch_url  # the network, only when a URL is given
+
         hops = asyncio.run(fetch_url(target))
         matches: list[Match] = []
         for h in hops:

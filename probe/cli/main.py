@@ -1,33 +1,54 @@
 """The `probe` command: the root group, and every command attached explicitly.
 
 Why explicit: a command that fails to import must fail loudly (in tests and CI), not
-vanish from `probe --help`. The CLI is the one layer that sees every other one.
+vanish from `probe --help`. Why by name: each command's module is imported only when
+that command runs (or `probe --help` lists them all), so `probe run` does not pay for
+the report, OONI, browse and schedule code at start-up (a volunteer's run starts
+measuring sooner). ``COMMANDS`` is the one list: a name there whose module or object
+is missing fails `probe --help` and the tests, never silently.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import sqlite3
 from typing import Any
 
 import click
 
 from probe import __version__, store
-from probe.cli.analysis import analyze_cmd, fingerprints_group
-from probe.cli.browse import browse_cmd
-from probe.cli.collector import collector_group
 from probe.cli.common import add_common_options, choose_language, fail
-from probe.cli.config import config_group
-from probe.cli.consent import notice_cmd
-from probe.cli.control import control_group
-from probe.cli.export import export_cmd
-from probe.cli.ooni import export_ooni_cmd, import_ooni_cmd
-from probe.cli.report import explain_cmd, report_cmd
-from probe.cli.run import run, trace
-from probe.cli.schedule import schedule_group
-from probe.cli.show import show
-from probe.cli.targets import targets_group
-from probe.cli.upload import upload_cmd
+
+# command name -> "module:object", in the order `probe --help` used to show them.
+COMMANDS = {
+    "run": "probe.cli.run:run",
+    "show": "probe.cli.show:show",
+    "targets": "probe.cli.targets:targets_group",
+    "control": "probe.cli.control:control_group",
+    "config": "probe.cli.config:config_group",
+    "analyze": "probe.cli.analysis:analyze_cmd",
+    "fingerprints": "probe.cli.analysis:fingerprints_group",
+    "report": "probe.cli.report:report_cmd",
+    "explain": "probe.cli.report:explain_cmd",
+    "import-ooni": "probe.cli.ooni:import_ooni_cmd",
+    "export-ooni": "probe.cli.ooni:export_ooni_cmd",
+    "browse": "probe.cli.browse:browse_cmd",
+    "schedule": "probe.cli.schedule:schedule_group",
+    "notice": "probe.cli.consent:notice_cmd",
+    "upload": "probe.cli.upload:upload_cmd",
+    "collector": "probe.cli.collector:collector_group",
+    "export": "probe.cli.export:export_cmd",
+    "trace": "probe.cli.run:trace",
+}
+
+
+def load_command(name: str) -> click.Command:
+    """Import one command of ``COMMANDS`` and give it the common options."""
+    module, _, attr = COMMANDS[name].partition(":")
+    command = getattr(importlib.import_module(module), attr)
+    add_common_options(command)
+    return command
 
 
 class ProbeGroup(click.Group):
@@ -41,6 +62,14 @@ class ProbeGroup(click.Group):
         # (`--lang` on any command overrides it), so that even a usage error is in it.
         choose_language()
         return super().make_context(info_name, args, parent, **extra)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(load_command(cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,8 +93,4 @@ def main() -> None:
     """
 
 
-for command in (run, show, targets_group, control_group, config_group, analyze_cmd, fingerprints_group,
-                report_cmd, explain_cmd, import_ooni_cmd, export_ooni_cmd, browse_cmd, schedule_group,
-                notice_cmd, upload_cmd, collector_group, export_cmd, trace):
-    main.add_command(command)
 add_common_options(main)

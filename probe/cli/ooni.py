@@ -16,6 +16,7 @@ import click
 
 from probe import store
 from probe.cli.common import existing_db, fail, resolve_db
+from probe.core.i18n import _
 from probe.measure.plan import LAB_NETWORK_HELP, PlanError, parse_lab_networks
 from probe.ooni.database import (
     ImportSummary,
@@ -24,7 +25,8 @@ from probe.ooni.database import (
     find_run,
     import_ooni,
 )
-from probe.ooni.files import OoniImportError
+from probe.ooni.files import OoniImportError, expand_inputs
+from probe.ooni.pool import Decoder
 from probe.store import StoreError
 
 MAX_MESSAGES = 20  # per file: enough to find the bad lines without flooding the terminal
@@ -38,49 +40,54 @@ def _report(summary: ImportSummary, as_json: bool = False) -> None:
                                "messages": summary.messages}, ensure_ascii=False))
         return
     for message in summary.messages[:MAX_MESSAGES]:
-        click.echo(f"warning: {summary.source}: {message}", err=True)
+        click.echo(_("warning: {source}: {message}").format(source=summary.source, message=message), err=True)
     if len(summary.messages) > MAX_MESSAGES:
-        click.echo(f"warning: {summary.source}: ... {len(summary.messages) - MAX_MESSAGES} more", err=True)
+        click.echo(_("warning: {source}: ... {n} more").format(source=summary.source,
+                                                             n=len(summary.messages) - MAX_MESSAGES), err=True)
     click.echo(summary.line())
 
 
 @click.command("import-ooni")
-@click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", metavar="FILE-or-DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--db", "db_path", type=click.Path(path_type=Path), default=None,
               help="Database to import into (created if missing). [default: as for `probe run`]")
 @click.option("--lab-network", multiple=True, metavar="CIDR",
               help=LAB_NETWORK_HELP + " Recorded with the imported runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout, for scripts.")
 def import_ooni_cmd(files: tuple[Path, ...], db_path: Path | None, lab_network: tuple[str, ...], as_json: bool) -> None:
-    """Import OONI web_connectivity measurements (JSONL, JSON, or .jsonc test data).
+    """Import OONI web_connectivity measurements (JSONL, JSON, or .jsonc test data; gzipped or not).
 
-    Each measurement becomes the same rows `probe run` writes, in one finished run per
-    OONI report. Importing a file again adds nothing. Exits 2 when a file cannot be
-    read or holds no usable web_connectivity measurement.
+    A directory imports every such file inside it, at any depth, in path order. Each
+    measurement becomes the same rows `probe run` writes, in one finished run per OONI
+    report. Large inputs are decoded on every core. Importing a file again adds
+    nothing, and an interrupted import can simply be run again. Exits 2 when a file
+    cannot be read or holds no usable web_connectivity measurement.
     """
     try:
         nets = parse_lab_networks(lab_network)
-    except PlanError as exc:
+        paths = expand_inputs(files)  # every file readable before anything is written
+    except (PlanError, OoniImportError) as exc:
         fail(exc)
-    for f in files:  # every file readable before anything is written
-        if not f.is_file():
-            fail(f"{f}: no such file" if not f.exists() else f"{f}: not a file")
     try:
         db = store.open_db(resolve_db(db_path))
     except StoreError as exc:
         fail(exc)
     unusable: list[Path] = []
-    for f in files:
-        try:
-            summary = import_ooni(db, f, source=str(f), lab_networks=nets)
-        except OoniImportError as exc:
-            fail(exc)
-        _report(summary, as_json)
-        if summary.usable == 0:
-            unusable.append(f)
+    with Decoder() as decoder:  # one for all files: many small files start the pool once
+        for f in paths:
+            try:
+                summary = import_ooni(db, f, source=str(f), lab_networks=nets, decoder=decoder)
+            except (OoniImportError, StoreError) as exc:
+                fail(exc)
+            except KeyboardInterrupt:
+                fail(_("interrupted while importing {file}: every finished batch is stored; the same command "
+                       "imports the rest").format(file=f), code=130)
+            _report(summary, as_json)
+            if summary.usable == 0:
+                unusable.append(f)
     if unusable:
-        fail(f"{unusable[0]}: no usable web_connectivity measurement"
-              + (f" (and {len(unusable) - 1} more files)" if len(unusable) > 1 else ""))
+        fail(_("{file}: no usable web_connectivity measurement").format(file=unusable[0])
+             + (_(" (and {n} more files)").format(n=len(unusable) - 1) if len(unusable) > 1 else ""))
 
 
 @click.command("export-ooni")

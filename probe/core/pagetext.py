@@ -31,13 +31,19 @@ def content_type_of(headers: list[list[str]] | None) -> str | None:
 def decode_html(body: bytes, content_type: str | None) -> str:
     """The body as text by the HTML sniffing rules; undecodable bytes become U+FFFD.
     Without any declaration UTF-8 is assumed (what most of the web is, and OONI too)."""
+    return sniff_html(body, content_type)[1]
+
+
+def sniff_html(body: bytes, content_type: str | None) -> tuple[bool, str]:
+    """(whether ``body`` is itself the UTF-8 of the text, no byte-order mark; the
+    text). A scanner for UTF-8 literals can then read the bytes as they are."""
     if not body:
-        return ""
+        return True, ""
     try:
-        _, text = html_to_unicode(content_type, body)
+        encoding, text = html_to_unicode(content_type, body)
     except (LookupError, ValueError):  # an encoding name Python does not know
-        text = body.decode("utf-8", errors="replace")
-    return text
+        return not body.startswith(b"\xef\xbb\xbf"), body.decode("utf-8", errors="replace")
+    return encoding == "utf-8" and not body.startswith(b"\xef\xbb\xbf"), text
 
 
 def extract_title(body: bytes, content_type: str | None) -> str | None:

@@ -357,10 +357,14 @@ async def fetch_http_fallback(
     When an https URL fails, the address a censor's DNS handed out often serves its
     blockpage only on port 80; this request is how such an address is recognised.
     """
-    host = f"[{ip}]" if ":" in ip else ip
-    url = f"http://{host}:{port}/" if port != 80 else f"http://{host}/"
-    rec = await _one_hop(session, url, 0, "http_fallback", opts, extra_headers={"Host": hostname})
+    rec = await _one_hop(session, fallback_url(ip, port), 0, "http_fallback", opts, extra_headers={"Host": hostname})
     return rec
+
+
+def fallback_url(ip: str, port: int = 80) -> str:
+    """The URL of the plain-http request to one address (``fetch_http_fallback``)."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}/" if port != 80 else f"http://{host}/"
 
 
 async def fetch_url(url: str, timeout: float = 15.0) -> list[HttpRequest]:

@@ -2,11 +2,17 @@
 it finishes, stop on time.
 
 Targets are paged from the database (not held in memory) and fed to a fixed pool of
-workers, so memory stays flat however long the list is. ``--max-runtime`` is a hard
+workers, so memory stays flat however long the list is. A worker is free for the next
+target as soon as a target's network work is done; the target's late-DNS window
+(``--dns-wait``) then closes in the background, and the measurement is stored when it
+has, with what it heard (``Pending``). The workers start spread over half a second, and
+connections to any one address are capped (``probe.measure.pacing``). ``--max-runtime`` is a hard
 deadline: when it passes, URLs still in flight are cancelled, marked ``not_measured`` and
 left for ``--resume`` (OONI lets them finish and overruns; volunteers asked for better).
 ``--max-bytes`` is a data cap that holds the same way: when the run has downloaded that
-much, what is in flight is cancelled and left for ``--resume``.
+much, what is in flight is cancelled and left for ``--resume``. A target whose network
+work is done is not cancelled by either: its late-DNS window ends by itself within
+``--dns-wait`` (1 s by default), and it is stored.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from probe.core.scrub import Scrubber, scrub_control, scrub_measurement
 from probe.measure.control import TRANSIENT
 from probe.measure.http import ByteMeter
 from probe.measure.netwatch import NetworkWatch
-from probe.measure.url import Contexts, Control, ProbeConfig, measure_url
+from probe.measure.pacing import HostLimiter, start_delay
+from probe.measure.url import Contexts, Control, Pending, ProbeConfig, measure_network
 
 
 class Reporter(Protocol):
@@ -73,11 +80,16 @@ async def run_targets(
     scrubber = config.scrubber()  # the volunteer's address in pages: bodies as they stream, the rest here
     summary = RunSummary(run_id)
     meter = contexts.meter = ByteMeter(max_bytes)
+    contexts.hosts = HostLimiter(config.per_host_connections)
     counts = store.count_targets(db, run_id)
     reporter.started(total=sum(counts.values()), already_done=counts["done"])
 
     targets = store.paged_targets(db, run_id)
-    in_flight: dict[asyncio.Task, str] = {}
+    in_flight: dict[asyncio.Task, str] = {}  # network work, holding a worker
+    closing: dict[asyncio.Task, str] = {}  # late-DNS windows, holding no worker
+    # Measurements waiting for their window, at most a few per worker: what bounds the
+    # sockets held open (three per target) when targets finish faster than the window.
+    backlog = asyncio.Semaphore(LATE_BACKLOG_PER_WORKER * max(1, concurrency))
     stop = asyncio.Event()
     watch = NetworkWatch(network_anchors(config))
 
@@ -85,7 +97,7 @@ async def run_targets(
         if not stop.is_set():
             summary.status = status
             stop.set()
-            if cancel:
+            if cancel:  # not the closing windows: their network work (and data) is spent, they end by themselves
                 for task in list(in_flight):
                     task.cancel()
 
@@ -113,20 +125,19 @@ async def run_targets(
     meter.on_cap = lambda: request_stop("data_cap")
 
     async def worker() -> None:
+        await asyncio.sleep(start_delay(config.start_spread))
         while not stop.is_set():
             target = next(targets, None)
             if target is None:
                 return
             epoch = watch.epoch
             task = asyncio.ensure_future(
-                measure_url(target.url, config, contexts=contexts, control=control, category=target.category)
+                measure_network(target.url, config, contexts=contexts, control=control, category=target.category)
             )
             in_flight[task] = target.url
             try:
-                m = await task
+                pending = await task
                 network_moved()
-                m.network_epoch, m.network_changed = epoch, watch.epoch != epoch
-                summary.marked += m.network_changed
             except asyncio.CancelledError:
                 summary.cancelled_urls.append(target.url)
                 reporter.cancelled(target.url)
@@ -135,20 +146,43 @@ async def run_targets(
                 return
             finally:
                 in_flight.pop(task, None)
-            scrub_measurement(m, scrubber)  # before anything is written, or reported
-            try:
-                store.save_measurement(db, run_id, m)
-            except store.StoreError as exc:
-                # What is stored is safe; this target stays pending, for --resume.
-                summary.storage_error, summary.disk_full = str(exc), isinstance(exc, store.StoreFull)
-                request_stop("interrupted")
-                return
-            summary.measured += 1
-            reporter.measured(m)
+            await backlog.acquire()
+            closer = asyncio.ensure_future(finish(pending, epoch))
+            closing[closer] = target.url
+            closer.add_done_callback(closed)
+
+    def closed(closer: asyncio.Task) -> None:
+        url = closing.pop(closer)
+        backlog.release()
+        if closer.cancelled():  # the run itself was cancelled (a second Ctrl-C): left for --resume
+            summary.cancelled_urls.append(url)
+            reporter.cancelled(url)
+
+    async def finish(pending: Pending, epoch: int) -> None:
+        """Close the target's late-DNS window, then store the measurement: only a
+        finished measurement is stored, so a killed run loses none that finished."""
+        m = await pending.finish()
+        network_moved()
+        m.network_epoch, m.network_changed = epoch, watch.epoch != epoch
+        summary.marked += m.network_changed
+        scrub_measurement(m, scrubber)  # before anything is written, or reported
+        try:
+            store.save_measurement(db, run_id, m)
+        except store.StoreError as exc:
+            # What is stored is safe; this target stays pending, for --resume.
+            summary.storage_error, summary.disk_full = str(exc), isinstance(exc, store.StoreFull)
+            request_stop("interrupted")
+            return
+        summary.measured += 1
+        reporter.measured(m)
 
     watcher = asyncio.ensure_future(watching())
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        while closing:  # the last windows (each closes by itself within --dns-wait)
+            for outcome in await asyncio.gather(*list(closing), return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    raise outcome
         if control is not None and not stop.is_set() and summary.storage_error is None:
             left = max_runtime - (loop.time() - t0) if max_runtime else None
             budget = max(60.0, 2 * config.control_timeout) if left is None else min(left, max(60.0, 2 * config.control_timeout))
@@ -180,6 +214,11 @@ async def run_targets(
     reporter.finished(summary)
     return summary
 
+
+# Measurements whose late-DNS window is still open, per worker, before a worker waits
+# for one to close: with the default 1 s window a worker finishes about 4 reachable
+# targets a second, so this only holds back a run of very quick failures.
+LATE_BACKLOG_PER_WORKER = 8
 
 # How often the network is looked at between measurements (it is also looked at as each
 # measurement ends): a few syscalls and two small file reads.

@@ -3,12 +3,17 @@
 This module sequences the steps and collects their records; it decides nothing. Steps
 that do not depend on each other run concurrently (all DNS queries; all connects; the
 control query alongside everything after DNS), each under its own timeout, so a URL
-costs about one timeout of its slowest step rather than the sum of all of them.
+costs about one timeout of its slowest step rather than the sum of all of them. Nothing
+is waited for twice: a fetch is not sent to an address whose connect already timed out
+on its port. ``measure_network`` returns when the network work is done; the late-DNS
+window then closes in ``Pending.finish``, so that a run can give the target's slot to
+the next target meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,10 +38,12 @@ from probe.measure.http import (
     AddressGuard,
     ByteMeter,
     FetchOptions,
+    fallback_url,
     fetch_http,
     fetch_http_fallback,
     new_session,
 )
+from probe.measure.pacing import PER_HOST_CONNECTIONS, START_SPREAD_S, HostLimiter
 from probe.measure.tcp import tcp_connect
 from probe.measure.tls import (
     ClockCorrection,
@@ -101,6 +108,10 @@ class ProbeConfig:
     # That address, while the run knows it (the vantage lookup). Never stored: the
     # "stored": False of its metadata keeps it out of the run's recorded configuration.
     own_addresses: list[str] = field(default_factory=list, metadata={"stored": False})
+    # Pacing (probe.measure.pacing), recorded with the run: connections to one address
+    # at once, and the moment over which the run's workers start.
+    per_host_connections: int = PER_HOST_CONNECTIONS
+    start_spread: float = START_SPREAD_S
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(
@@ -134,6 +145,7 @@ class Contexts:
     capture: ssl.SSLContext
     clock: ClockCorrection | None = None
     meter: ByteMeter | None = None  # what the run downloaded, against its data cap
+    hosts: HostLimiter | None = None  # a run's cap on connections per address (none: uncapped)
 
     @classmethod
     def for_config(cls, config: ProbeConfig) -> Contexts:
@@ -179,8 +191,11 @@ async def _sink_query(hostname: str, config: ProbeConfig):
 
 
 async def run_connects(
-    addresses: list[str], ports: list[int], config: ProbeConfig, guard: AddressGuard | None = None
+    addresses: list[str], ports: list[int], config: ProbeConfig, guard: AddressGuard | None = None,
+    hosts: HostLimiter | None = None,
 ) -> list[TcpConnect]:
+    """A connect to every address on every port, at once (within ``hosts``' cap per
+    address, waited for before each connect's own timeout starts)."""
     jobs = []
     for ip in addresses:
         for port in ports:
@@ -188,8 +203,18 @@ async def run_connects(
                 sw = Stopwatch()
                 jobs.append(_const(TcpConnect(ip, port, sw.started_at, 0.0, False, F.REFUSED_ADDRESS)))
             else:
-                jobs.append(tcp_connect(ip, port, timeout=config.tcp_timeout))
+                jobs.append(_paced_connect(ip, port, config.tcp_timeout, hosts))
     return list(await asyncio.gather(*jobs))
+
+
+async def _paced_connect(ip: str, port: int, timeout: float, hosts: HostLimiter | None) -> TcpConnect:
+    async with held(hosts, ip):
+        return await tcp_connect(ip, port, timeout=timeout)
+
+
+def held(hosts: HostLimiter | None, *ips: str) -> contextlib.AbstractAsyncContextManager:
+    """A slot on each of ``ips`` under the run's cap, or nothing when uncapped."""
+    return hosts.hold_all(ips) if hosts is not None else contextlib.nullcontext()
 
 
 async def _const(value):
@@ -210,6 +235,10 @@ async def run_handshakes(
     reachable = [(c.ip, c.port) for c in connects if c.success and c.port in tls_ports]
 
     async def one(ip: str, port: int) -> list[TlsHandshake]:
+        async with held(contexts.hosts, ip):
+            return await both(ip, port)
+
+    async def both(ip: str, port: int) -> list[TlsHandshake]:
         first = await tls_handshake(
             ip,
             port,
@@ -268,7 +297,7 @@ async def measure_failed_hop(
         return  # the main steps already covered this host and port
     queries = await run_dns(host, config, None, late_tasks)
     addresses = [host] if is_ip(host) else dnsstep.collect_addresses(queries, config.per_family)
-    connects = await run_connects(addresses, [port], config)
+    connects = await run_connects(addresses, [port], config, hosts=contexts.hosts)
     handshakes = await run_handshakes(host, [port] if scheme == "https" else [], connects, config, contexts)
     m.dns += queries
     m.tcp += connects
@@ -285,6 +314,40 @@ def ports_for(scheme: str, port: int, config: ProbeConfig) -> tuple[list[int], l
     return tcp_ports, tls_ports
 
 
+@dataclass
+class Pending:
+    """A measurement whose network work is done but whose DNS sockets are still open
+    for late (injected, racing) replies. Why apart: that window is a wait, not work, so
+    a run frees the target's slot for the next target and finishes this one when the
+    window closes. Only a finished measurement is stored: one cut short (Ctrl-C, a
+    deadline) is measured again on --resume, never stored without its window."""
+
+    m: Measurement
+    stopwatch: Stopwatch
+    late_tasks: list[asyncio.Task] = field(default_factory=list)
+    sink_task: asyncio.Task | None = None
+
+    async def finish(self) -> Measurement:
+        """Wait for the late-reply windows to close (they close by themselves), add
+        what they heard, and stamp the end of the measurement."""
+        try:
+            if self.late_tasks:
+                await asyncio.gather(*self.late_tasks, return_exceptions=True)
+        except BaseException:
+            self.cancel()
+            raise
+        sink = self.sink_task
+        if sink is not None and not sink.cancelled() and sink.exception() is None:
+            self.m.dns.append(sink.result())
+        self.m.finished_at = Stopwatch().started_at
+        self.m.duration_ms = self.stopwatch.ms()
+        return self.m
+
+    def cancel(self) -> None:
+        for t in self.late_tasks:
+            t.cancel()
+
+
 async def measure_url(
     url: str,
     config: ProbeConfig,
@@ -295,32 +358,33 @@ async def measure_url(
 ) -> Measurement:
     """Measure one URL from here, and ask the control for the same. Never raises for a
     network failure; every failure is a field of the returned Measurement."""
+    pending = await measure_network(url, config, contexts=contexts, control=control, category=category)
+    return await pending.finish()
+
+
+async def measure_network(
+    url: str,
+    config: ProbeConfig,
+    *,
+    contexts: Contexts | None = None,
+    control: Control | None = None,
+    category: str | None = None,
+) -> Pending:
+    """Every network step of one URL and the control's answer; returns as soon as those
+    are done, with the late-DNS windows still open (``Pending.finish`` closes them)."""
     contexts = contexts or Contexts.for_config(config)
     scheme, hostname, port = split_url(url)
     sw = Stopwatch()
     m = Measurement(url=url, hostname=hostname, scheme=scheme, port=port, started_at=sw.started_at, category=category)
-    opts = config.fetch_options()
-    opts.meter = contexts.meter
-    late_tasks: list[asyncio.Task] = []
+    pending = Pending(m, sw)
     control_task: asyncio.Task | None = None
-    sink_task: asyncio.Task | None = None
     try:
         # The sink usually stays silent until its timeout: let that wait overlap the
         # other steps instead of holding up the DNS phase.
-        sink_task = (
-            asyncio.ensure_future(_sink_query(hostname, config))
-            if config.dns_sink and config.dns_late_window > 0 and not is_ip(hostname)
-            else None
-        )
-        if sink_task is not None:
-            late_tasks.append(sink_task)
-        # The DoH query rides on an unpinned session; the page fetch gets its own below.
-        doh_session = new_session({}, contexts.verify, opts, clock=contexts.clock) if config.doh_url else None
-        try:
-            m.dns = await run_dns(hostname, config, doh_session, late_tasks)
-        finally:
-            if doh_session is not None:
-                await doh_session.close()
+        if config.dns_sink and config.dns_late_window > 0 and not is_ip(hostname):
+            pending.sink_task = asyncio.ensure_future(_sink_query(hostname, config))
+            pending.late_tasks.append(pending.sink_task)
+        m.dns = await _dns_step(hostname, config, contexts, pending.late_tasks)
         if is_ip(hostname):
             m.addresses = [hostname]
             browser = [hostname]
@@ -332,41 +396,83 @@ async def measure_url(
             control_task = asyncio.ensure_future(control.measure(url, m.addresses))
 
         tcp_ports, tls_ports = ports_for(scheme, port, config)
-        m.tcp = await run_connects(m.addresses, tcp_ports, config)
+        m.tcp = await run_connects(m.addresses, tcp_ports, config, hosts=contexts.hosts)
         m.tls = await run_handshakes(hostname, tls_ports, m.tcp, config, contexts)
-
-        # aiohttp resolves the punycode spelling of an IDN host: pin both.
-        raw_host = (URL(url).raw_host or hostname).strip("[]").lower()
-        session = new_session({hostname: browser, raw_host: browser}, contexts.verify, opts, clock=contexts.clock)
-        try:
-            if browser:
-                m.http = await fetch_http(session, url, opts)
-            else:
-                fail = HttpRequest(url, "main", 0, Stopwatch().started_at, 0.0, failure=F.NO_ADDRESSES)
-                m.http = [fail]
-            first = m.http[0]
-            if scheme == "https" and first.status is None and config.http_fallback:
-                m.http += await asyncio.gather(
-                    *(
-                        fetch_http_fallback(session, hostname, ip, opts, config.http_fallback_port)
-                        for ip in m.addresses
-                    )
-                )
-        finally:
-            await session.close()
-        await measure_failed_hop(m, config, contexts, late_tasks)
+        m.http = await _http_step(url, hostname, browser, m, config, contexts)
+        await measure_failed_hop(m, config, contexts, pending.late_tasks)
 
         if control_task is not None:
             m.control = await control_task
-        if late_tasks:
-            await asyncio.gather(*late_tasks, return_exceptions=True)
-        if sink_task is not None and not sink_task.cancelled() and sink_task.exception() is None:
-            m.dns.append(sink_task.result())
     except BaseException:
-        for t in [control_task, *late_tasks]:
-            if t is not None:
-                t.cancel()
+        if control_task is not None:
+            control_task.cancel()
+        pending.cancel()
         raise
-    m.finished_at = Stopwatch().started_at
-    m.duration_ms = sw.ms()
-    return m
+    return pending
+
+
+async def _dns_step(hostname: str, config: ProbeConfig, contexts: Contexts, late_tasks: list[asyncio.Task]):
+    # The DoH query rides on an unpinned session; the page fetch gets its own.
+    opts = config.fetch_options()
+    doh_session = new_session({}, contexts.verify, opts, clock=contexts.clock) if config.doh_url else None
+    try:
+        return await run_dns(hostname, config, doh_session, late_tasks)
+    finally:
+        if doh_session is not None:
+            await doh_session.close()
+
+
+async def _http_step(url: str, hostname: str, browser: list[str], m: Measurement, config: ProbeConfig,
+                     contexts: Contexts) -> list[HttpRequest]:
+    """The page as a browser fetches it, then (an https page that got no reply) plain
+    http:// on each address. An address whose connect timed out in the TCP step is not
+    connected to again on that port: a second wait of a whole timeout would tell
+    nothing the first did not (``timed_out_fetch``)."""
+    opts = config.fetch_options()
+    opts.meter = contexts.meter
+    # aiohttp resolves the punycode spelling of an IDN host: pin both.
+    raw_host = (URL(url).raw_host or hostname).strip("[]").lower()
+    session = new_session({hostname: browser, raw_host: browser}, contexts.verify, opts, clock=contexts.clock)
+    try:
+        if not browser:
+            http = [HttpRequest(url, "main", 0, Stopwatch().started_at, 0.0, failure=F.NO_ADDRESSES)]
+        elif (skipped := timed_out_fetch(url, "main", browser, m.port, m.tcp)) is not None:
+            http = [skipped]
+        else:
+            async with held(contexts.hosts, *browser):
+                http = await fetch_http(session, url, opts)
+        if m.scheme == "https" and http[0].status is None and config.http_fallback:
+            http += await asyncio.gather(*(
+                _fallback(session, hostname, ip, opts, config.http_fallback_port, m.tcp, contexts.hosts)
+                for ip in m.addresses))
+    finally:
+        await session.close()
+    return http
+
+
+async def _fallback(session, hostname: str, ip: str, opts: FetchOptions, port: int, tcp: list[TcpConnect],
+                    hosts: HostLimiter | None) -> HttpRequest:
+    skipped = timed_out_fetch(fallback_url(ip, port), "http_fallback", [ip], port, tcp)
+    if skipped is not None:
+        return skipped
+    async with held(hosts, ip):
+        return await fetch_http_fallback(session, hostname, ip, opts, port)
+
+
+def timed_out_fetch(url: str, kind: str, addresses: list[str], port: int,
+                    tcp: list[TcpConnect]) -> HttpRequest | None:
+    """The record of a fetch that was not attempted because every address it would
+    connect to already timed out on that port in the TCP step (a blackholed address),
+    else None. Why: the fetch would open a new connection to the same silent address
+    and wait the same connect timeout again, doubling the cost of every blackholed
+    target for no new evidence. The record says what a fetch would have met, and when:
+    ``generic_timeout`` (as aiohttp's connect timeout is recorded), with the start and
+    duration of the timed-out connect it stands for, and no address (none answered)."""
+    tried = {c.ip: c for c in tcp if c.port == port and c.ip in addresses}
+    if not addresses or set(addresses) - tried.keys():
+        return None  # an address the TCP step did not try: fetch as usual
+    if any(c.failure != F.GENERIC_TIMEOUT for c in tried.values()):
+        return None
+    first = min(tried.values(), key=lambda c: c.started_at)
+    longest = max(c.duration_ms for c in tried.values())
+    return HttpRequest(url, kind, 0, first.started_at, longest, failure=F.GENERIC_TIMEOUT)

@@ -15,13 +15,21 @@ from typing import IO, Any
 import sqlite_utils
 
 from probe import store
+from probe.core.i18n import _
 from probe.core.records import (
     Measurement,
 )
 from probe.ooni.common import NAMESPACE, NotWebConnectivity, OoniFormatError
 from probe.ooni.decode import ooni_to_measurement
 from probe.ooni.encode import measurement_to_ooni
-from probe.ooni.files import documents, line_source
+from probe.ooni.files import RawDocument, line_source, parse_document, raw_documents
+from probe.ooni.pool import Decoder
+from probe.store.observations import (
+    MeasurementRows,
+    existing_measurement_ids,
+    measurement_rows,
+    save_measurement_rows,
+)
 
 
 @dataclass
@@ -44,17 +52,15 @@ class ImportSummary:
     def line(self) -> str:
         """The one-line summary; "skipped" counts other tests and measurements already
         in the database (both fine), "errors" the documents that could not be read."""
-        return (
-            f"imported {self.imported} measurements from {self.source} "
-            f"({self.skipped + self.duplicates} skipped, {self.errors} errors)"
-        )
+        return _("imported {n} measurements from {source} ({skipped} skipped, {errors} errors)").format(
+            n=self.imported, source=self.source, skipped=self.skipped + self.duplicates, errors=self.errors)
 
 
 @dataclass
 class _RunPlan:
     run_id: str
     meta: dict
-    targets: list[str] = field(default_factory=list)
+    targets: dict[str, None] = field(default_factory=dict)  # in first-seen order; a set, for speed
     started_at: str | None = None
     finished_at: str | None = None
     any_time_unknown: bool = False
@@ -75,32 +81,54 @@ def _convert(doc: Any, where: str, source: str) -> tuple[Measurement, dict]:
 
 
 _SQLITE_INT = range(-(2**63), 2**63)
+_FINE = (type(None), bool, float, bytes)  # values any row can hold
+_FIELDS: dict[type, tuple[str, ...] | None] = {}  # a class's dataclass fields (None: not a dataclass)
+
+
+def _fields(cls: type) -> tuple[str, ...] | None:
+    if cls not in _FIELDS:
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+    return _FIELDS[cls]
+
+
+def _needs_look(value: Any, in_raw: bool) -> bool:
+    """Whether a value can be unstorable (or holds values that can): most are ASCII text,
+    small numbers or None, and the walk below need not visit them one by one."""
+    kind = type(value)
+    if kind is str:
+        return not value.isascii()
+    if kind is int:
+        return not in_raw and value not in _SQLITE_INT
+    return kind not in _FINE
 
 
 def _check_storable(m: Measurement) -> None:
     """OoniFormatError for a value no row can hold: an integer beyond SQLite's 64 bits
     (a port of 2**70), or text with a lone surrogate (JSON's "\\ud800"). Checked before
-    any row is written, so that such a line is an error like any other bad line."""
+    any row is written, so that such a line is an error like any other bad line.
+    Values are visited in a fixed order, so the same line always names the same value."""
     stack: list[tuple[Any, bool]] = [(m, False)]  # (value, inside control.raw: stored as JSON text)
     while stack:
         value, in_raw = stack.pop()
         if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise OoniFormatError(f"malformed measurement (not Unicode text: {value[:40]!r})") from None
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise OoniFormatError(f"malformed measurement (not Unicode text: {value[:40]!r})") from None
         elif isinstance(value, bool) or value is None or isinstance(value, (float, bytes)):
             continue
         elif isinstance(value, int):
             if not in_raw and value not in _SQLITE_INT:
                 raise OoniFormatError(f"malformed measurement (integer of {value.bit_length()} bits)")
         elif isinstance(value, dict):
-            stack.extend((x, in_raw) for pair in value.items() for x in pair)
+            stack.extend((x, in_raw) for pair in value.items() for x in pair if _needs_look(x, in_raw))
         elif isinstance(value, (list, tuple)):
-            stack.extend((x, in_raw) for x in value)
-        elif dataclasses.is_dataclass(value):
-            stack.extend((getattr(value, f.name), in_raw or f.name == "raw") for f in dataclasses.fields(value))
+            stack.extend((x, in_raw) for x in value if _needs_look(x, in_raw))
+        else:
+            names = _fields(type(value))
+            if names is not None:
+                stack.extend((x, inner) for name in names
+                             if _needs_look(x := getattr(value, name), inner := in_raw or name == "raw"))
 
 
 def _run_id(meta: dict, source: str) -> str:
@@ -154,9 +182,74 @@ def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: 
     store.add_run_targets(db, plan.run_id, plan.targets)
 
 
+# What a worker reports of one document in the first pass: ("skipped" | "error", where,
+# message), or ("ok", run id, run meta, url, started_at, finished_at, time unknown).
+_Planned = tuple[Any, ...]
+
+
+def _plan_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[_Planned]:
+    """First pass, in a worker: what each document brings to its run, or why it is not
+    imported. Only these few values travel back, not the records."""
+    out: list[_Planned] = []
+    for where, raw in chunk:
+        try:
+            m, meta = _convert(parse_document(raw), where, source)
+        except NotWebConnectivity as exc:
+            out.append(("skipped", where, f"{where}: skipped: {exc}"))
+            continue
+        except OoniFormatError as exc:
+            out.append(("error", where, f"{where}: {exc}"))
+            continue
+        out.append(("ok", _run_id(meta, source), meta, m.url, m.started_at, m.finished_at, meta["measured_at"] is None))
+    return out
+
+
+def _rows_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[MeasurementRows]:
+    """Second pass, in a worker: the rows of each importable document, ready to write
+    (the same conversion as the first pass, which is deterministic)."""
+    out: list[MeasurementRows] = []
+    for where, raw in chunk:
+        try:
+            m, meta = _convert(parse_document(raw), where, source)
+        except OoniFormatError:
+            continue  # counted in pass 1
+        out.append(measurement_rows(_run_id(meta, source), m))
+    return out
+
+
+def _size(item: tuple[str, RawDocument]) -> int:
+    is_text, payload = item[1]
+    return len(payload) if is_text else 4096
+
+
+def _add_to_plan(plans: dict[str, _RunPlan], planned: _Planned) -> None:
+    _, rid, meta, url, started_at, finished_at, time_unknown = planned
+    plan = plans.setdefault(rid, _RunPlan(rid, meta))
+    plan.targets.setdefault(url, None)
+    plan.started_at = min(filter(None, [plan.started_at, started_at]))
+    plan.finished_at = max(filter(None, [plan.finished_at, finished_at, started_at]))
+    plan.any_time_unknown |= time_unknown
+
+
+def _save_new(db: sqlite_utils.Database, batch: list[MeasurementRows], summary: ImportSummary) -> None:
+    """Write the measurements of a batch not in the database yet (nor earlier in the
+    batch), in one transaction; count the others as duplicates."""
+    ids = [rows["measurement_id"] for rows in batch]
+    seen = existing_measurement_ids(db, ids)
+    new: list[MeasurementRows] = []
+    for mid, rows in zip(ids, batch, strict=True):
+        if mid in seen:
+            summary.duplicates += 1
+            continue
+        seen.add(mid)
+        new.append(rows)
+    save_measurement_rows(db, new)
+    summary.imported += len(new)
+
+
 def import_ooni(
     db: sqlite_utils.Database, path_or_lines: str | Path | Iterable[str], *, source: str,
-    lab_networks: list[str] | None = None,
+    lab_networks: list[str] | None = None, decoder: Decoder | None = None,
 ) -> ImportSummary:
     """Store every web_connectivity measurement of a JSONL or JSON(C) file (or lines).
 
@@ -164,7 +257,16 @@ def import_ooni(
     Ids are derived from OONI's own, so importing the same data again adds nothing.
     A bad line or another test's measurement is counted and named in ``messages``; only
     an input that cannot be read at all raises (OoniImportError).
+
+    The file is read twice, as a stream: first to know the runs (created before any of
+    their measurements, which need them), then to write the measurements, a batch per
+    transaction, so a killed import keeps every finished batch and a second import adds
+    the rest. ``decoder`` decodes in worker processes when the input is large (one is
+    made for this call when none is given; share one across the files of an import).
     """
+    if decoder is None:
+        with Decoder() as own:
+            return import_ooni(db, path_or_lines, source=source, lab_networks=lab_networks, decoder=own)
     lines = line_source(path_or_lines)
     summary = ImportSummary(source=source)
     hasher = hashlib.sha256()
@@ -176,40 +278,24 @@ def import_ooni(
 
     # Pass 1: which runs, with which targets; nothing kept of the measurements themselves.
     plans: dict[str, _RunPlan] = {}
-    for where, doc in documents(hashed(lines())):
-        try:
-            m, meta = _convert(doc, where, source)
-        except NotWebConnectivity as exc:
-            summary.skipped += 1
-            summary.messages.append(f"{where}: skipped: {exc}")
-            continue
-        except OoniFormatError as exc:
-            summary.errors += 1
-            summary.messages.append(f"{where}: {exc}")
-            continue
-        rid = _run_id(meta, source)
-        plan = plans.setdefault(rid, _RunPlan(rid, meta))
-        if m.url not in plan.targets:
-            plan.targets.append(m.url)
-        plan.started_at = min(filter(None, [plan.started_at, m.started_at]))
-        plan.finished_at = max(filter(None, [plan.finished_at, m.finished_at, m.started_at]))
-        plan.any_time_unknown |= meta["measured_at"] is None
+    for results in decoder.map_chunks(_plan_chunk, raw_documents(hashed(lines())), source, _size):
+        for planned in results:
+            if planned[0] == "ok":
+                _add_to_plan(plans, planned)
+                continue
+            if planned[0] == "skipped":
+                summary.skipped += 1
+            else:
+                summary.errors += 1
+            summary.messages.append(planned[2])
     digest = hasher.hexdigest()
     for plan in plans.values():
         _ensure_run(db, plan, source, digest, lab_networks or [])
         summary.run_ids.append(plan.run_id)
 
     # Pass 2: convert again (deterministic) and store what is not there yet.
-    for where, doc in documents(lines()):
-        try:
-            m, meta = _convert(doc, where, source)
-        except OoniFormatError:
-            continue  # counted in pass 1
-        if store.has_measurement(db, m.measurement_id):
-            summary.duplicates += 1
-            continue
-        store.save_measurement(db, _run_id(meta, source), m)
-        summary.imported += 1
+    for batch in decoder.map_chunks(_rows_chunk, raw_documents(lines()), source, _size):
+        _save_new(db, batch, summary)
     if summary.duplicates:
         summary.messages.append(f"{summary.duplicates} measurements were already in the database")
     return summary

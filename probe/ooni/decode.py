@@ -379,13 +379,14 @@ def _addresses(dns: list[DnsQuery], tcp: list[TcpConnect], url: str, hostname: s
     return out
 
 
-def _complete_chain(m: Measurement, tk: dict) -> None:
+def _complete_chain(m: Measurement, tk: dict, ctx: Ctx) -> None:
     """Make the redirect chain read as the browser saw it.
 
     OONI v0.5 records a redirect target that failed before any response (refused,
     reset, NXDOMAIN at depth 1, ...) only in ``http_experiment_failure``, with no
     request entry; and a body that failed midway may carry its failure only there.
-    The failure becomes our last hop (or the failure of the final response)."""
+    The failure becomes our last hop (or the failure of the final response); a hop
+    added has an id derived like the others', so an import is the same every time."""
     failure = failure_from_ooni(tk.get("http_experiment_failure"))
     if failure is None:
         return
@@ -393,7 +394,8 @@ def _complete_chain(m: Measurement, tk: dict) -> None:
     if main and main[-1].failure is not None:
         return
     if not main:
-        m.http.insert(0, HttpRequest(m.url, "main", 0, m.started_at, 0.0, failure=failure))
+        m.http.insert(0, HttpRequest(m.url, "main", 0, m.started_at, 0.0, failure=failure,
+                                     request_id=ctx.id("local", "http", "chain", 0)))
         return
     last = main[-1]
     if last.status in (301, 302, 303, 307, 308) and last.location:
@@ -402,7 +404,8 @@ def _complete_chain(m: Measurement, tk: dict) -> None:
         except ValueError:
             last.failure = failure
             return
-        m.http.append(HttpRequest(nxt, "main", last.hop + 1, last.started_at, 0.0, failure=failure))
+        m.http.append(HttpRequest(nxt, "main", last.hop + 1, last.started_at, 0.0, failure=failure,
+                                  request_id=ctx.id("local", "http", "chain", last.hop + 1)))
     else:
         last.failure = failure
 
@@ -448,7 +451,7 @@ def _to_measurement(doc: Any, fallback_key: str | None) -> tuple[Measurement, di
     m.tcp = [tcp_from_ooni(c, ctx) for c in tk.get("tcp_connect") or [] if isinstance(c, dict)]
     m.tls = [tls_from_ooni(h, ctx) for h in tk.get("tls_handshakes") or [] if isinstance(h, dict)]
     m.http = http_list_from_ooni(tk.get("requests"), ctx, "local")
-    _complete_chain(m, tk)
+    _complete_chain(m, tk, ctx)
     m.addresses = _addresses(m.dns, m.tcp, url, hostname)
     # a time that is no time ("") is ignored like a value of the wrong type: runs are ordered by it
     apply(m, {k: v for k, v in ours.items() if k in MEASUREMENT_FIELDS

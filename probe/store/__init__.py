@@ -38,6 +38,7 @@ from probe.store.collector import (
     uploaders,
 )
 from probe.store.deep import deep_measurement_ids, load_deep, save_deep
+from probe.store.loading import load_measurements
 from probe.store.lock import StoreInUse, lock_path, run_lock
 from probe.store.observations import (
     body_head,
@@ -53,6 +54,7 @@ from probe.store.observations import (
     read_measurement,
     replace_control,
     save_measurement,
+    save_measurements,
     space_needed,
 )
 from probe.store.runs import (
@@ -87,11 +89,18 @@ from probe.store.schema import (
     writing,
 )
 from probe.store.verdicts import (
+    VERDICT_COLUMNS,
+    analysis_states,
     classifier_versions,
+    current_verdicts,
     latest_verdict,
     report_rows,
+    run_shapes,
     runs_without_verdicts,
     save_verdict_rows,
+    save_verdict_tuples,
+    set_analysis_state,
+    unjudged_counts,
     version_key,
 )
 
@@ -171,7 +180,16 @@ __all__ = [
     "runs",
     "runs_without_verdicts",
     "save_measurement",
+    "save_measurements",
     "save_verdict_rows",
+    "save_verdict_tuples",
+    "VERDICT_COLUMNS",
+    "analysis_states",
+    "run_shapes",
+    "unjudged_counts",
+    "current_verdicts",
+    "set_analysis_state",
+    "load_measurements",
     "schema_version",
     "set_run_status",
     "split_run",

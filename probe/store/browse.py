@@ -162,6 +162,10 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "deep_hops": ("The hop search: the triggering packet sent with IP TTL 1, 2, ... and what came back.", {
         "icmp_from": "the router where it expired", "response": "rst, fin, blockpage, dns_answer, or server",
     }),
+    "analysis_state": ("What each run's verdicts were derived with: `probe analyze` skips a run whose signature "
+                       "is unchanged (`--force` re-derives).", {
+        "signature": "a digest of the classifier and probe versions, the fingerprints and the run's context",
+    }),
     "site_verdicts": ("Every classified measurement with its site, network and verdict (by the newest classifier "
                       "that judged it), the evidence in words.", _VIEW_COLUMNS),
     "latest_verdicts": ("One row per site and network: the verdict of its newest classified measurement, the "

@@ -157,6 +157,7 @@ EXPORT_TABLES: dict[str, ExportTable] = {t.name: t for t in (
         Column("control_failure", "text", "why the control could not answer, if so"),
         Column("network_epoch", "int"),
         Column("network_changed", "bool", "true when the network changed while this measurement was in flight"),
+        Column("addresses", _TEXT_LIST, "the addresses TCP, TLS and HTTP were tried on, in order"),
     )),
     ExportTable("dns_queries", "Every DNS query, local and control.", (
         Column("query_id", "text", "the query"), _MID, *_RUN_COLUMNS, _SIDE, Column("engine", "text"),
@@ -350,7 +351,8 @@ def _measurements_sql(versions: list[str]) -> tuple[str, list[Any]]:
                m.started_at, m.finished_at, m.duration_ms, r.cc, r.asn, r.network_name, r.probe_version,
                v.classifier_version, v.verdict, v.blocked, v.confidence, v.layer, v.rule_id,
                {_judged("v.tags")} as tags, {_judged("v.evidence")} as evidence,
-               {_judged("v.evidence")} as evidence_json, m.control_failure, m.network_epoch, m.network_changed
+               {_judged("v.evidence")} as evidence_json, m.control_failure, m.network_epoch, m.network_changed,
+               m.addresses
         from measurements m
         left join runs r on r.run_id = m.run_id
         left join verdicts v on v.measurement_id = m.measurement_id and v.classifier_version = {newest}

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 
 from probe.core.records import (
     ControlResult,
@@ -18,6 +19,7 @@ from probe.core.records import (
     TlsHandshake,
     to_jsonable,
 )
+from probe.store.loading import load_measurements
 from probe.store.schema import writing
 
 
@@ -142,37 +144,134 @@ def _http_rows(mid: str, side: str, requests: list[HttpRequest]) -> list[dict]:
     ]
 
 
-def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> None:
-    """Every row of one measurement, and the target's 'done' mark, in one transaction."""
+# The tables one measurement writes to, in the order they are filled: a table's rows
+# only reference rows of tables before it (answers their query, all the measurement).
+MEASUREMENT_TABLES = ("measurements", "dns_queries", "dns_answers", "tcp_connects", "tls_handshakes",
+                      "http_requests", "control_results")
+
+MeasurementRows = dict[str, Any]
+"""Every row one measurement writes: for each table of ``MEASUREMENT_TABLES`` its
+column names and value tuples (under "columns" and "values"), plus its run target
+("run_id", "url"). Plain values only, so that another process can build them (the gzip
+of bodies included) and hand them over, and a batch can be written with executemany."""
+
+_PLAIN = (str, int, float, bytes, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """A value as sqlite-utils' insert would bind it (a list as JSON text, ...)."""
+    return value if type(value) in _PLAIN else jsonify_if_needed(value)
+
+
+def measurement_rows(run_id: str, m: Measurement) -> MeasurementRows:
+    """The rows ``save_measurement`` writes for ``m``, built without a database: an import
+    builds them in worker processes and writes many in one transaction."""
     mid = m.measurement_id
     c = m.control
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in MEASUREMENT_TABLES}
+    rows["measurements"].append({
+        "measurement_id": mid,
+        "run_id": run_id,
+        "url": m.url,
+        "hostname": m.hostname,
+        "scheme": m.scheme,
+        "port": m.port,
+        "category": m.category,
+        "started_at": m.started_at,
+        "finished_at": m.finished_at,
+        "duration_ms": m.duration_ms,
+        "addresses": _j(m.addresses),
+        "control_url": c.control_url if c else None,
+        "control_failure": c.failure if c else None,
+        "network_epoch": m.network_epoch,
+        "network_changed": int(m.network_changed),
+    })
+    _side_rows(rows, mid, "local", m.dns, m.tcp, m.tls, m.http)
+    if c is not None:
+        _side_rows(rows, mid, "control", c.dns, c.tcp, c.tls, c.http)
+        rows["control_results"].append(_control_row(mid, c))
+    return {
+        "columns": {name: tuple(r[0]) for name, r in rows.items() if r},
+        "values": {name: [tuple(_plain(v) for v in row.values()) for row in r] for name, r in rows.items() if r},
+        "measurement_id": mid,
+        "run_id": run_id,
+        "url": m.url,
+    }
+
+
+def _side_rows(rows: dict[str, Any], mid: str, side: str, dq: list[DnsQuery], tc: list[TcpConnect],
+               th: list[TlsHandshake], hr: list[HttpRequest]) -> None:
+    qrows, arows = _dns_rows(mid, side, dq)
+    rows["dns_queries"] += qrows
+    rows["dns_answers"] += arows
+    rows["tcp_connects"] += _tcp_rows(mid, side, tc)
+    rows["tls_handshakes"] += _tls_rows(mid, side, th)
+    rows["http_requests"] += _http_rows(mid, side, hr)
+
+
+def _control_row(mid: str, c: ControlResult) -> dict[str, Any]:
+    return {
+        "measurement_id": mid,
+        "control_url": c.control_url,
+        "started_at": c.started_at,
+        "duration_ms": c.duration_ms,
+        "failure": c.failure,
+        "raw": json.dumps(c.raw, ensure_ascii=False) if c.raw is not None else None,
+        "attempts": c.attempts,
+        "reason": c.reason,
+    }
+
+
+def save_measurement_rows(db: sqlite_utils.Database, batch: list[MeasurementRows]) -> None:
+    """Many measurements' rows (``measurement_rows``), and their targets' 'done' marks,
+    in one transaction: an import of a million measurements commits a batch at a time,
+    so a killed import loses at most the batch in flight. Rows go in table by table, in
+    the batch's order, so every row gets the id it would get saved one at a time; plain
+    INSERTs, as sqlite-utils' insert writes them, without its per-row cost."""
+    if not batch:
+        return
     with writing(db):
-        db.table("measurements").insert(
-            {
-                "measurement_id": mid,
-                "run_id": run_id,
-                "url": m.url,
-                "hostname": m.hostname,
-                "scheme": m.scheme,
-                "port": m.port,
-                "category": m.category,
-                "started_at": m.started_at,
-                "finished_at": m.finished_at,
-                "duration_ms": m.duration_ms,
-                "addresses": _j(m.addresses),
-                "control_url": c.control_url if c else None,
-                "control_failure": c.failure if c else None,
-                "network_epoch": m.network_epoch,
-                "network_changed": int(m.network_changed),
-            }
-        )
-        _insert_side(db, mid, "local", m.dns, m.tcp, m.tls, m.http)
-        if c is not None:
-            _insert_control(db, mid, c)
-        db.execute(
+        for name in MEASUREMENT_TABLES:
+            columns: tuple[str, ...] = ()
+            values: list[tuple[Any, ...]] = []
+            for rows in batch:
+                if name not in rows["values"]:
+                    continue
+                if rows["columns"][name] != columns:  # never, as the rows are built; kept in order if so
+                    _insert_many(db, name, columns, values)
+                    columns, values = rows["columns"][name], []
+                values.extend(rows["values"][name])
+            _insert_many(db, name, columns, values)
+        db.conn.executemany(
             "update run_targets set status = 'done', measurement_id = ? where run_id = ? and url = ?",
-            [mid, run_id, m.url],
+            [(rows["measurement_id"], rows["run_id"], rows["url"]) for rows in batch],
         )
+
+
+def _insert_many(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], values: list[tuple[Any, ...]]) -> None:
+    if values:
+        sql = f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) VALUES ({', '.join('?' * len(columns))})"
+        db.conn.executemany(sql, values)
+
+
+def save_measurements(db: sqlite_utils.Database, run_id: str, ms: list[Measurement]) -> None:
+    """Several measurements of one run in one transaction (``save_measurement_rows``)."""
+    save_measurement_rows(db, [measurement_rows(run_id, m) for m in ms])
+
+
+def existing_measurement_ids(db: sqlite_utils.Database, ids: list[str]) -> set[str]:
+    """Which of these measurement ids are stored already: one query for a whole batch."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):  # well below SQLite's limit on bound variables
+        part = ids[start:start + 500]
+        sql = f"select measurement_id from measurements where measurement_id in ({','.join('?' * len(part))})"
+        found.update(r[0] for r in db.execute(sql, part).fetchall())
+    return found
+
+
+def save_measurement(db: sqlite_utils.Database, run_id: str, m: Measurement) -> None:
+    """Every row of one measurement, and the target's 'done' mark, in one transaction."""
+    save_measurement_rows(db, [measurement_rows(run_id, m)])
 
 
 def _insert_side(db: sqlite_utils.Database, mid: str, side: str, dq: list[DnsQuery], tc: list[TcpConnect],
@@ -187,18 +286,7 @@ def _insert_side(db: sqlite_utils.Database, mid: str, side: str, dq: list[DnsQue
 
 def _insert_control(db: sqlite_utils.Database, mid: str, c: ControlResult) -> None:
     _insert_side(db, mid, "control", c.dns, c.tcp, c.tls, c.http)
-    db.table("control_results").insert(
-        {
-            "measurement_id": mid,
-            "control_url": c.control_url,
-            "started_at": c.started_at,
-            "duration_ms": c.duration_ms,
-            "failure": c.failure,
-            "raw": json.dumps(c.raw, ensure_ascii=False) if c.raw is not None else None,
-            "attempts": c.attempts,
-            "reason": c.reason,
-        }
-    )
+    db.table("control_results").insert(_control_row(mid, c))
 
 
 def replace_control(db: sqlite_utils.Database, measurement_id: str, c: ControlResult) -> None:
@@ -214,6 +302,8 @@ def replace_control(db: sqlite_utils.Database, measurement_id: str, c: ControlRe
         _insert_control(db, measurement_id, c)
         db.execute("update measurements set control_url = ?, control_failure = ? where measurement_id = ?",
                    [c.control_url, c.failure, measurement_id])
+        # its verdicts rested on the lost control: no longer current (analysis re-derives them)
+        db.execute("delete from verdicts where measurement_id = ?", [measurement_id])
 
 
 def lost_controls(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
@@ -306,61 +396,8 @@ def read_measurement(db: sqlite_utils.Database, measurement_id: str) -> dict[str
 def load_measurement(db: sqlite_utils.Database, measurement_id: str) -> Measurement | None:
     """Rebuild the Measurement records (local and control) from stored rows, bodies
     decompressed: what analysis classifies, whatever wrote the rows (probe or import)."""
-    from probe.core.records import (
-        Certificate,
-        DnsAnswer,
-        DnsReply,
-    )
-
-    raw = read_measurement(db, measurement_id)
-    if raw is None:
-        return None
-
-    def side(part: dict[str, Any]):
-        dns = []
-        for q in part["dns"]:
-            dq = DnsQuery(q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"],
-                          q["duration_ms"] or 0.0, q["failure"], q["rcode"], q["responder"],
-                          [DnsAnswer(a["answer_type"], a["value"], a["ttl"]) for a in q["answers"]],
-                          [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
-                                    [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers", [])])
-                           for r in q["extra_replies"]],
-                          query_id=q["query_id"])
-            dns.append(dq)
-        tcp = [TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
-               for c in part["tcp"]]
-        tls = []
-        for t in part["tls"]:
-            tls.append(TlsHandshake(
-                t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
-                t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
-                t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
-                t["cert_failure"], [Certificate(**c) for c in t["peer_certificates"]],
-                cert_checked_at=t.get("cert_checked_at"),
-            ))
-        http = [HttpRequest(
-            url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
-            method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
-            reason=h["reason"], http_version=h["http_version"], headers=h["headers"], location=h["location"],
-            body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
-            title=h["title"], body_head=body_head(h["body_head"]) if h["body_head"] else None, request_id=h["request_id"],
-        ) for h in part["http"]]
-        http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
-        return dns, tcp, tls, http
-
-    m = Measurement(url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
-                    started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
-                    duration_ms=raw["duration_ms"], addresses=raw["addresses"], measurement_id=raw["measurement_id"],
-                    network_epoch=raw.get("network_epoch"), network_changed=bool(raw.get("network_changed")))
-    m.dns, m.tcp, m.tls, m.http = side(raw["local"])
-    cr = raw["control_result"]
-    if cr is not None:
-        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
-                          attempts=cr.get("attempts") or 1, reason=cr.get("reason"))
-        c.dns, c.tcp, c.tls, c.http = side(raw["control"])
-        c.raw = json.loads(cr["raw"]) if cr["raw"] else None
-        m.control = c
-    return m
+    found = load_measurements(db, [measurement_id])
+    return found[0] if found else None
 
 
 def has_measurement(db: sqlite_utils.Database, measurement_id: str) -> bool:

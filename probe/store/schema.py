@@ -321,6 +321,18 @@ def _m7_deep(db: sqlite_utils.Database) -> None:
          "response_ttl": int, "rtt_ms": float}, pk=("measurement_id", "ttl"))
 
 
+def _m8_analysis_state(db: sqlite_utils.Database) -> None:
+    """What each run's verdicts were derived with (issue 11): the classifier, the
+    fingerprints and the run-wide context, as one signature; what that context was
+    computed from (``inputs``: the versions, the run's row, its measurements' count and
+    last rowid: observations are only ever inserted with their measurement); and the
+    verdict counts. `probe analyze` skips a run whose inputs are unchanged and whose
+    measurements all have a verdict, without reading it."""
+    db.table("analysis_state").create(
+        {"run_id": str, "classifier_version": str, "signature": str, "inputs": str, "counts": str, "analyzed_at": str},
+        pk="run_id")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
@@ -329,6 +341,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (5, "network epochs, verdict tags, certificates judged at the control's time", _m5_network_and_tags),
     (6, "uploads, and a collector's uploaders, tokens, cross-network verdicts and events", _m6_collector),
     (7, "deep measurements: trigger tests, packets, the hop search", _m7_deep),
+    (8, "what each run's verdicts were derived with", _m8_analysis_state),
 ]
 
 

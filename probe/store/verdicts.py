@@ -24,11 +24,72 @@ def version_key(version: str | None) -> tuple:
     return (pieces(release), 0 if pre else 1, pieces(pre))
 
 
+VERDICT_COLUMNS = ("measurement_id", "classifier_version", "verdict", "blocked", "confidence", "layer", "rule_id",
+                   "evidence", "layers", "tags", "analyzed_at")
+_UPSERT = (f"insert or replace into verdicts ({', '.join(VERDICT_COLUMNS)}) "
+           f"values ({', '.join('?' * len(VERDICT_COLUMNS))})")
+
+
 def save_verdict_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> int:
     """Upsert verdict rows (see analysis.persist.verdict_row), in one transaction."""
+    return save_verdict_tuples(db, [tuple(r[c] for c in VERDICT_COLUMNS) for r in rows])
+
+
+def save_verdict_tuples(db: sqlite_utils.Database, rows: list[tuple]) -> int:
+    """Upsert verdict rows given as tuples in VERDICT_COLUMNS order, in one transaction:
+    one prepared statement for the batch (the fast path of `probe analyze`)."""
     with writing(db):
-        db.table("verdicts").upsert_all(rows, pk=("measurement_id", "classifier_version"))
+        db.conn.executemany(_UPSERT, rows)
     return len(rows)
+
+
+def current_verdicts(db: sqlite_utils.Database, run_id: str, classifier_version: str) -> dict[str, tuple]:
+    """measurement id -> (verdict, blocked, confidence) of a run's measurements that
+    this classifier version has judged."""
+    sql = ("select v.measurement_id, v.verdict, v.blocked, v.confidence from verdicts v "
+           "join measurements m using (measurement_id) where m.run_id = ? and v.classifier_version = ?")
+    return {r[0]: (r[1], None if r[2] is None else bool(r[2]), r[3])
+            for r in db.execute(sql, [run_id, classifier_version]).fetchall()}
+
+
+def analysis_states(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+    """run id -> what its verdicts were last all derived with (signature, inputs, counts)."""
+    if "analysis_state" not in db.table_names():
+        return {}
+    return {r["run_id"]: r for r in db.query("select * from analysis_state")}
+
+
+def set_analysis_state(db: sqlite_utils.Database, run_id: str, classifier_version: str, signature: str | None,
+                       inputs: str | None, analyzed_at: str, low_confidence: float) -> None:
+    """Record what a run's verdicts were all derived with, and count them; or, with no
+    signature, forget it (only some of them were derived: the run is looked at again)."""
+    with writing(db):
+        if signature is None:
+            db.conn.execute("delete from analysis_state where run_id = ?", [run_id])
+            return
+        counts = db.conn.execute(
+            "select v.verdict, v.blocked, v.confidence < ?, count(*) from verdicts v join measurements m "
+            "using (measurement_id) where m.run_id = ? and v.classifier_version = ? group by 1, 2, 3",
+            [low_confidence, run_id, classifier_version]).fetchall()
+        db.conn.execute("insert or replace into analysis_state (run_id, classifier_version, signature, inputs, counts, "
+                        "analyzed_at) values (?, ?, ?, ?, ?, ?)",
+                        [run_id, classifier_version, signature, inputs, json.dumps(counts), analyzed_at])
+
+
+def run_shapes(db: sqlite_utils.Database) -> dict[str, tuple[int, int]]:
+    """run id -> (its measurements, the last one's rowid): a run's observations are
+    inserted with their measurement and never changed (a control asked again removes
+    the measurement's verdicts), so these say whether a run is as it was."""
+    return {r[0]: (r[1], r[2]) for r in db.execute(
+        "select run_id, count(*), max(rowid) from measurements group by run_id").fetchall()}
+
+
+def unjudged_counts(db: sqlite_utils.Database, classifier_version: str) -> dict[str, int]:
+    """run id -> how many of its measurements this classifier version has not judged."""
+    return {r[0]: r[1] for r in db.execute(
+        "select m.run_id, count(*) from measurements m where not exists (select 1 from verdicts v "
+        "where v.measurement_id = m.measurement_id and v.classifier_version = ?) group by m.run_id",
+        [classifier_version]).fetchall()}
 
 
 def classifier_versions(db: sqlite_utils.Database) -> list[str]:

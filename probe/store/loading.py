@@ -1,0 +1,151 @@
+"""Stored rows back into Measurement records, many measurements at a time.
+
+Classifying a million measurements is mostly reading them: one query per table per
+batch (not thirteen per measurement) keeps SQLite's per-statement cost off the hot
+path. The records are exactly what the rows say, in the order the probe wrote them,
+whatever wrote the rows (a run, an import, an upload)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import sqlite_utils
+
+from probe.core.records import (
+    Certificate,
+    ControlResult,
+    DnsAnswer,
+    DnsQuery,
+    DnsReply,
+    HttpRequest,
+    Measurement,
+    TcpConnect,
+    TlsHandshake,
+)
+
+# the ids of one batch, as one JSON parameter: any number of them in a single statement
+_IDS = "measurement_id in (select value from json_each(?))"
+
+Side = tuple[list[DnsQuery], list[TcpConnect], list[TlsHandshake], list[HttpRequest]]
+
+
+def load_measurements(db: sqlite_utils.Database, ids: Sequence[str]) -> list[Measurement]:
+    """The measurements of ``ids`` that exist, in the order of ``ids``, each with its
+    local observations and its control's, bodies decompressed."""
+    if not ids:
+        return []
+    conn = db.conn
+    key = json.dumps(list(ids))
+    rows = {r["measurement_id"]: r for r in _rows(conn, f"select * from measurements where {_IDS}", key)}
+    sides: dict[tuple[str, str], Side] = defaultdict(lambda: ([], [], [], []))
+    for (mid, side), queries in _dns(conn, key).items():
+        sides[mid, side][0].extend(queries)
+    for r in _rows(conn, f"select * from tcp_connects where {_IDS} order by id", key):
+        sides[r["measurement_id"], r["side"]][1].append(_tcp(r))
+    for r in _rows(conn, f"select * from tls_handshakes where {_IDS} order by id", key):
+        sides[r["measurement_id"], r["side"]][2].append(_tls(r))
+    sql = f"select * from http_requests where {_IDS} order by measurement_id, side, kind, hop, started_at, rowid"
+    for r in _rows(conn, sql, key):
+        sides[r["measurement_id"], r["side"]][3].append(_http(r))
+    controls = {r["measurement_id"]: r for r in _rows(conn, f"select * from control_results where {_IDS}", key)}
+
+    out = []
+    for mid in ids:
+        row = rows.get(mid)
+        if row is None:
+            continue
+        m = _measurement(row)
+        m.dns, m.tcp, m.tls, m.http = _sorted(sides.get((mid, "local")))
+        cr = controls.get(mid)
+        if cr is not None:
+            c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
+                              attempts=cr["attempts"] or 1, reason=cr["reason"])
+            c.dns, c.tcp, c.tls, c.http = _sorted(sides.get((mid, "control")))
+            c.raw = json.loads(cr["raw"]) if cr["raw"] else None
+            m.control = c
+        out.append(m)
+    return out
+
+
+def _rows(conn: sqlite3.Connection, sql: str, key: str) -> list[sqlite3.Row]:
+    """Rows addressable by column name, built in C (no dict per row)."""
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, [key]).fetchall()
+
+
+def _json(text: str | None, empty: Any) -> Any:
+    return json.loads(text) if text and text != "[]" else empty
+
+
+def _gunzip(blob: bytes) -> bytes:
+    """A stored body (one gzip member, as the store writes it) decompressed in C."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = d.decompress(blob)
+    return out if d.eof and not d.unused_data else gzip.decompress(blob)
+
+
+def _sorted(side: Side | None) -> Side:
+    if side is None:
+        return [], [], [], []
+    dns, tcp, tls, http = side
+    http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))  # main hops first, as the probe fetched them
+    return dns, tcp, tls, http
+
+
+def _dns(conn: Any, key: str) -> dict[tuple[str, str], list[DnsQuery]]:
+    answers: dict[str, list[DnsAnswer]] = defaultdict(list)
+    sql = f"select query_id, answer_type, value, ttl from dns_answers where {_IDS} order by query_id, position"
+    for qid, atype, value, ttl in conn.execute(sql, [key]).fetchall():
+        answers[qid].append(DnsAnswer(atype, value, ttl))
+    out: dict[tuple[str, str], list[DnsQuery]] = defaultdict(list)
+    for q in _rows(conn, f"select * from dns_queries where {_IDS} order by rowid", key):
+        extra = _json(q["extra_replies"], [])
+        out[q["measurement_id"], q["side"]].append(DnsQuery(
+            q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"], q["duration_ms"] or 0.0,
+            q["failure"], q["rcode"], q["responder"], answers.get(q["query_id"], []),
+            [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
+                      [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers", [])])
+             for r in extra],
+            query_id=q["query_id"]))
+    return out
+
+
+def _tcp(c: sqlite3.Row) -> TcpConnect:
+    return TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
+
+
+def _tls(t: sqlite3.Row) -> TlsHandshake:
+    certs = _json(t["peer_certificates"], [])
+    return TlsHandshake(
+        t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
+        t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
+        t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
+        t["cert_failure"], [Certificate(**c) for c in certs], cert_checked_at=t["cert_checked_at"],
+    )
+
+
+def _http(h: sqlite3.Row) -> HttpRequest:
+    return HttpRequest(
+        url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
+        method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
+        reason=h["reason"], http_version=h["http_version"], headers=_json(h["headers"], []),
+        location=h["location"], body_length=h["body_length"], body_truncated=bool(h["body_truncated"]),
+        body_sha256=h["body_sha256"], title=h["title"],
+        body_head=_gunzip(h["body_head"]) if h["body_head"] else None, request_id=h["request_id"],
+    )
+
+
+def _measurement(raw: sqlite3.Row) -> Measurement:
+    return Measurement(
+        url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
+        started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
+        duration_ms=raw["duration_ms"], addresses=_json(raw["addresses"], []),
+        measurement_id=raw["measurement_id"], network_epoch=raw["network_epoch"],
+        network_changed=bool(raw["network_changed"]))

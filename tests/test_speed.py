@@ -1,0 +1,173 @@
+"""Speed without harm: a run costs each target about its own time (no second timeout on a
+blackhole, no slot held by the late-DNS window), and its speed never becomes a burst at
+one server (a cap on connections per address, workers that start spread out).
+
+Real local servers, the real CLI at its defaults where a run is measured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import clirun
+import pytest
+from conftest import lab_config
+from servers import Answer, Behaviour, DnsServer, Race, RawTcpServer, unused_port
+
+from probe.core import failures as F
+from probe.measure.pacing import PER_HOST_CONNECTIONS, START_SPREAD_S
+from probe.measure.url import measure_url
+
+SITE = "site.lab.test"
+# What a run in these tests needs besides its targets: the test's DNS server only,
+# loopback standing for the internet, nothing sent anywhere else.
+LOCAL = [*clirun.QUIET, "--no-control", "--no-portal-check", "--no-upload", "--yes",
+         "--lab-network", "127.0.0.0/8"]
+
+
+def _targets(tmp_path: Path, urls: list[str]) -> Path:
+    path = tmp_path / "targets.txt"
+    path.write_text("".join(f"{u} NEWS\n" for u in urls))
+    return path
+
+
+async def test_a_blackholed_address_costs_one_connect_timeout():
+    """The TCP step's connect timed out: the fetch does not wait the same timeout again
+    on the same silent address, and the record still says the fetch would time out."""
+    async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, RawTcpServer("backlog_full") as srv:
+        config = lab_config(dns.address, tcp_timeout=1.0, dns_late_window=0)
+        t0 = time.monotonic()
+        m = await measure_url(f"http://{SITE}:{srv.port}/", config)
+        elapsed = time.monotonic() - t0
+    connect, fetch = m.tcp[0], m.http[0]
+    assert connect.failure == F.GENERIC_TIMEOUT
+    assert (fetch.kind, fetch.failure, fetch.status) == ("main", F.GENERIC_TIMEOUT, None)
+    assert fetch.started_at == connect.started_at and fetch.duration_ms >= 900  # the connect it stands for
+    assert elapsed < 1.7, f"{elapsed:.2f} s: two connect timeouts of 1 s"
+
+
+class _TimedDns(DnsServer):
+    """Notes when the first query for each name arrived."""
+
+    def __init__(self, zone: dict) -> None:
+        super().__init__(zone)
+        self.first: dict[str, float] = {}
+
+    def _handle(self, data: bytes, addr) -> None:
+        n = len(self.queries)
+        super()._handle(data, addr)
+        if len(self.queries) > n:
+            self.first.setdefault(self.queries[-1][0], time.monotonic())
+
+
+async def test_the_late_dns_window_holds_no_worker(tmp_path):
+    """At --concurrency 1 each target's 1 s window overlaps the next targets' work, and
+    a late (racing) reply that comes within the window is still stored with its target."""
+    names = [f"w{i}.lab.test" for i in range(6)]
+    zone: dict[str, Behaviour] = {n: Answer(a=["127.0.0.1"]) for n in names[1:]}
+    zone[names[0]] = Race(Answer(a=["127.0.0.1"]), Answer(a=["127.0.0.9"]), delay=0.5)
+    db = tmp_path / "r.db"
+    async with DnsServer(zone) as dns:
+        urls = [f"http://{n}:{unused_port()}/" for n in names]
+        code, _, err = await clirun.probe("run", "--targets", str(_targets(tmp_path, urls)), "--db", str(db),
+                                          "--resolver", dns.address, "--concurrency", "1", "--dns-wait", "1",
+                                          *LOCAL)
+    assert code == 0, err
+    measuring = float(err.split("measured in ")[1].split("s")[0])
+    assert measuring < 0.5 * len(names) * 1.0, err  # holding the slot: at least 6 s
+    with sqlite3.connect(db) as conn:
+        extra = conn.execute("select q.extra_replies from dns_queries q join measurements m using (measurement_id) "
+                             "where m.hostname = ? and q.engine = 'udp' and q.query_type = 'A'", [names[0]]).fetchone()
+        stored = conn.execute("select count(*) from measurements").fetchone()[0]
+    assert stored == len(names)
+    assert extra[0] and "127.0.0.9" in extra[0]
+
+
+class _CountingServer:
+    """An HTTP server that answers after 0.3 s and counts the requests it is serving
+    at once (the page fetches: the TCP step's bare connects send nothing)."""
+
+    def __init__(self) -> None:
+        self.now = self.most = self.served = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _CountingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not await reader.readuntil(b"\r\n\r\n"):
+                return
+            self.now += 1
+            self.most = max(self.most, self.now)
+            try:
+                await asyncio.sleep(0.3)
+                body = b"<html><head><title>one host</title></head><body>page</body></html>"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                self.served += 1
+            finally:
+                self.now -= 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_connections_to_one_address_are_capped(tmp_path):
+    """Sixteen URLs of one host measured by sixteen workers: the server never sees more
+    than the cap of requests at once, and every page is still fetched."""
+    async with _CountingServer() as web, DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns:
+        urls = [f"http://{SITE}:{web.port}/page{i}" for i in range(16)]
+        code, _, err = await clirun.probe("run", "--targets", str(_targets(tmp_path, urls)), "--db",
+                                          str(tmp_path / "r.db"), "--resolver", dns.address, "--concurrency", "16",
+                                          "--dns-wait", "0", *LOCAL)
+    assert code == 0, err
+    assert web.served == 16
+    assert 2 <= web.most <= PER_HOST_CONNECTIONS, web.most
+
+
+async def test_workers_start_spread_over_a_bounded_moment(tmp_path):
+    """Eight workers do not send their first queries in one instant, nor wait long."""
+    names = [f"j{i}.lab.test" for i in range(8)]
+    dns = _TimedDns({n: Answer(a=["127.0.0.1"]) for n in names})
+    async with dns:
+        urls = [f"http://{n}:{unused_port()}/" for n in names]
+        code, _, err = await clirun.probe("run", "--targets", str(_targets(tmp_path, urls)), "--db",
+                                          str(tmp_path / "r.db"), "--resolver", dns.address, "--concurrency", "8",
+                                          "--dns-wait", "0", *LOCAL)
+    assert code == 0, err
+    starts = sorted(dns.first.values())
+    assert len(starts) == 8
+    spread = starts[-1] - starts[0]
+    assert 0.02 < spread < START_SPREAD_S + 0.5, spread
+
+
+async def test_the_benchmark_world_runs_and_cleans_up():
+    """benchmarks/probe_benchmark.py on a small world: every target measured, each kind
+    as built (pages only from the reachable ones), and no iptables rule left behind."""
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("needs root for iptables")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from probe_benchmark import bench
+    from world import CHAIN_PREFIX
+
+    figures = await bench(40, 8)
+    assert figures.measured == 40 and figures.pages == 40 - 4 - 2
+    assert figures.run_s >= figures.bound_s > 5  # four blackholes: at least one connect timeout
+    left = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert f"{CHAIN_PREFIX}{os.getpid()}" not in left
