@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", type=int)
     parser.add_argument("--db", type=Path, default=None, help="where the generated database is kept (reused)")
+    parser.add_argument("--steps", default="first,unchanged,force", help="which of first, unchanged, force to time")
     args = parser.parse_args()
     db = args.db or Path(f"/tmp/bynet-analyze-{args.n}.db")
     if not db.exists():
@@ -94,6 +95,8 @@ def main() -> None:
     conn.close()
     print(json.dumps({"measurements": n, "db_mib": round(db.stat().st_size / 2**20), "cpus": os.cpu_count()}), flush=True)
     for step, extra in (("first", ()), ("unchanged", ()), ("force", ("--force",))):
+        if step not in args.steps.split(","):
+            continue
         r = timed("analyze", "--db", str(db), "--json", *extra)
         res = r.pop("result")
         r.update(step=step, classified=res["classified"], current=res["current"],
