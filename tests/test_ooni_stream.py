@@ -26,7 +26,7 @@ from probe import store
 from probe.cli.ooni import import_ooni_cmd
 from probe.ooni import database as ooni_db
 from probe.ooni.files import expand_inputs
-from probe.ooni.pool import Decoder, pool_possible
+from probe.ooni.pool import POOL_AFTER, Decoder, pool_possible
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "ooni"
@@ -93,17 +93,23 @@ def test_a_directory_imports_every_ooni_file_inside_in_path_order(tmp_path):
     assert refused.exit_code == 2 and "no OONI file" in refused.stderr and "Traceback" not in refused.output
 
 
+def cli_import(path: Path, db: Path) -> subprocess.Popen:
+    """`probe import-ooni PATH --db DB` as a user runs it: the default pool threshold."""
+    return subprocess.Popen([sys.executable, "-m", "probe", "import-ooni", str(path), "--db", str(db)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def test_parallel_import_writes_exactly_the_rows_of_a_single_process_import(tmp_path):
-    path = write_gz(tmp_path / "big.jsonl.gz", docs(900))
+    n = POOL_AFTER + 400  # past the default threshold: the command decodes in its pool
+    path = write_gz(tmp_path / "big.jsonl.gz", docs(n))
     single, parallel = tmp_path / "single.db", tmp_path / "parallel.db"
     with Decoder(workers=0) as inline:
-        one = ooni_db.import_ooni(store.open_db(single), path, source="big", decoder=inline)
+        one = ooni_db.import_ooni(store.open_db(single), path, source=str(path), decoder=inline)
         assert not inline.parallel
-    with Decoder(workers=2, pool_after=200) as pool:
-        two = ooni_db.import_ooni(store.open_db(parallel), path, source="big", decoder=pool)
-        assert pool.parallel == pool_possible()
-    assert (one.imported, one.run_ids) == (two.imported, two.run_ids) == (900, one.run_ids)
-    assert len(one.run_ids) > 18  # 18 reports, some of them on two networks
+    out, err = cli_import(path, parallel).communicate(timeout=110)
+    assert f"imported {n} measurements" in out, err
+    assert one.imported == n and len(one.run_ids) > 18  # 18 reports, some of them on two networks
     assert dump(single) == dump(parallel)
 
 
@@ -163,21 +169,22 @@ def alive(pid: int) -> bool:
 
 
 def test_a_killed_import_run_again_stores_every_measurement_once(tmp_path):
-    n = 800
+    n = 2 * POOL_AFTER  # the command, at its defaults, starts its pool half-way
     path = write_gz(tmp_path / "f.jsonl.gz", docs(n))
     db_path = tmp_path / "p.db"
     store.close(store.open_db(db_path))  # the schema exists before the import, so it can be watched
-    proc = run_import(path, db_path)
+    proc = cli_import(path, db_path)
     deadline = time.monotonic() + 60
+    workers: list[int] = []
     stored = 0
-    while proc.poll() is None and time.monotonic() < deadline and stored == 0:
-        time.sleep(0.05)
+    while proc.poll() is None and time.monotonic() < deadline and not (workers and stored):
+        time.sleep(0.02)
+        workers = workers or children(proc.pid)
         conn = sqlite3.connect(db_path, timeout=5)
         stored = conn.execute("select count(*) from measurements").fetchone()[0]
         conn.close()
-    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert workers or not pool_possible()
     deadline = time.monotonic() + 10  # orphaned workers notice within a second and exit
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
@@ -188,9 +195,8 @@ def test_a_killed_import_run_again_stores_every_measurement_once(tmp_path):
     conn.close()
     assert 0 < kept < n  # killed mid-way, with its finished batches kept
 
-    out, _ = run_import(path, db_path).communicate(timeout=120)
-    imported, duplicates, _ = out.split()
-    assert (int(imported), int(duplicates)) == (n - kept, kept)
+    out, err = cli_import(path, db_path).communicate(timeout=110)
+    assert f"imported {n - kept} measurements" in out and f"({kept} skipped" in out, (out, err)
     rows = dump(db_path)
     assert len(rows["measurements"]) == len({r[0] for r in rows["measurements"]}) == n
     conn = sqlite3.connect(db_path)

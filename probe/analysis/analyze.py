@@ -20,12 +20,10 @@ import hashlib
 import itertools
 import json
 import os
-import sqlite3
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -215,7 +213,8 @@ def _execute(db: sqlite_utils.Database, jobs: Iterator[_Job | _RunDone], fingerp
     """Classify the jobs in this process, or, once there are POOL_MIN measurements to
     do in a database file, in a pool of processes; yield each job with its rows, in
     the order of ``jobs`` (so a run's marker comes after all its rows)."""
-    path = _file_of(db)
+    file = store.db_file(db)
+    path = file if file not in (":memory:", "?", "") else None  # workers open the file itself
     workers = workers or len(os.sched_getaffinity(0))
     buffered: list[_Job | _RunDone] = []
     count = 0
@@ -257,14 +256,6 @@ def _next(in_flight: deque[tuple[_Job | _RunDone, Future | None]]) -> Done:
     return item, None
 
 
-def _file_of(db: sqlite_utils.Database) -> str | None:
-    """The database's file, for workers to open; None for one in memory."""
-    for _, name, file in db.conn.execute("pragma database_list").fetchall():
-        if name == "main" and file:
-            return str(file)
-    return None
-
-
 _NO_FINGERPRINTS = FingerprintDB([])
 _worker: dict[str, Any] = {}
 
@@ -273,8 +264,7 @@ def _start_worker(path: str, fingerprints: FingerprintDB, parent: int) -> None:
     """In each worker: the database opened read-only (WAL: readers never wait for the
     writer), the fingerprints indexed once, and a watch that ends the worker when
     `probe analyze` is gone (killed, even with SIGKILL): no orphan keeps a core busy."""
-    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-    _worker["db"] = sqlite_utils.Database(conn)
+    _worker["db"] = store.open_db(path, create=False, readonly=True)
     _worker["fingerprints"] = fingerprints
     exit_with_parent(parent)
 

@@ -284,14 +284,15 @@ class FingerprintDB:
             # a literal not wholly inside the body starts in the head: it ends within
             # the body's first (longest - 1) characters
             words = response.words()
-            near_head = self._response_literals(words).found(head + body[:max(page.longest - 1, 0)])
+            near_head = self._response_literals().found(head + body[:max(page.longest - 1, 0)])
             found = (in_body & words) | near_head
             out += self._match("response", head + body, f"response of {label}", found)
         return out
 
-    def _response_literals(self, words: frozenset[str]) -> Literals:
+    def _response_literals(self) -> Literals:
+        """The response location's own literals, for the short text around the head."""
         if self._response is None:
-            self._response = Literals(words)
+            self._response = Literals(self._by_location["response"].words())
         return self._response
 
 

@@ -60,10 +60,6 @@ def verdict_tuple(measurement_id: str, v: Verdict, analyzed_at: str) -> tuple:
     )
 
 
-def verdict_row(measurement_id: str, v: Verdict) -> dict[str, Any]:
-    return dict(zip(store.VERDICT_COLUMNS, verdict_tuple(measurement_id, v, utcnow()), strict=True))
-
-
 def save_verdicts(db: sqlite_utils.Database, items: Iterable[tuple[str, Verdict]]) -> int:
     """Upsert verdicts, in one transaction; returns how many were written."""
     now = utcnow()

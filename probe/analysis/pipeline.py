@@ -57,17 +57,7 @@ from probe.analysis.view import norm_host
 from probe.core import i18n
 from probe.core.addresses import is_ip
 from probe.core.i18n import _
-from probe.core.records import (
-    Certificate,
-    ControlResult,
-    DnsAnswer,
-    DnsQuery,
-    DnsReply,
-    HttpRequest,
-    Measurement,
-    TcpConnect,
-    TlsHandshake,
-)
+from probe.core.records import DnsAnswer, Measurement
 from probe.core.verdicts import CLASSIFIER_VERSION, Verdict
 from probe.ooni.common import NotWebConnectivity, OoniFormatError
 
@@ -76,6 +66,7 @@ from probe.ooni.common import NotWebConnectivity, OoniFormatError
 from probe.ooni.database import _convert, _run_id
 from probe.ooni.decode import _addresses as ooni_addresses
 from probe.ooni.files import documents
+from probe.store import loading
 
 log = logging.getLogger(__name__)
 
@@ -214,53 +205,26 @@ def _run_rows(readable: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         yield run_id, row
 
 
-def _dns_side(queries: list[dict[str, Any]], answers: list[dict[str, Any]]) -> list[DnsQuery]:
-    by_query: dict[str, list[dict[str, Any]]] = {}
-    for a in sorted(answers, key=lambda a: a.get("position") or 0):
-        by_query.setdefault(a["query_id"], []).append(a)
-    return [
-        DnsQuery(q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"], q["duration_ms"] or 0.0,
-                 q["failure"], q["rcode"], q["responder"],
-                 [DnsAnswer(a["answer_type"], a["value"], a["ttl"]) for a in by_query.get(q["query_id"], [])],
-                 [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
-                           [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers") or []])
-                  for r in q.get("extra_replies") or []],
-                 query_id=q["query_id"])
-        for q in queries
-    ]
-
-
-def _tls(t: dict[str, Any]) -> TlsHandshake:
-    return TlsHandshake(
-        t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
-        t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
-        t["tls_version"], t["cipher"], t["alpn"], t["cert_valid"], t["cert_failure"],
-        [Certificate(**c) for c in t.get("peer_certificates") or []], cert_checked_at=t.get("cert_checked_at"))
-
-
-def _http(h: dict[str, Any]) -> HttpRequest:
-    head = h.get("body_head")
-    return HttpRequest(
-        url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
-        method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
-        reason=h["reason"], http_version=h["http_version"],
-        headers=[[p["name"], p["value"]] for p in h.get("headers") or []], location=h["location"],
-        body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
-        title=h["title"], body_head=base64.b64decode(head) if head else None, request_id=h["request_id"])
-
-
 def _side(tables: dict[str, list[dict[str, Any]]], side: str) -> tuple[list, list, list, list]:
+    """One side's records from its exported rows, by the store's own row-to-record
+    functions: only the export's encodings (headers as name/value pairs, bodies in
+    base64, JSON already parsed) are decoded here."""
     def of(table: str) -> list[dict[str, Any]]:
         return [r for r in tables.get(table, []) if r.get("side") == side]
 
-    dns = _dns_side(of("dns_queries"), of("dns_answers"))
-    tcp = [TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
-           for c in sorted(of("tcp_connects"), key=lambda c: c["id"])]
-    tls = [_tls(t) for t in sorted(of("tls_handshakes"), key=lambda t: t["id"])]
+    answers: dict[str, list[DnsAnswer]] = {}
+    for a in sorted(of("dns_answers"), key=lambda a: a.get("position") or 0):
+        answers.setdefault(a["query_id"], []).append(DnsAnswer(a["answer_type"], a["value"], a["ttl"]))
+    dns = [loading.dns_query(q, answers.get(q["query_id"], []), q.get("extra_replies") or [])
+           for q in of("dns_queries")]
+    tcp = [loading.tcp_connect(c) for c in sorted(of("tcp_connects"), key=lambda c: c["id"])]
+    tls = [loading.tls_handshake(t, t.get("peer_certificates") or [])
+           for t in sorted(of("tls_handshakes"), key=lambda t: t["id"])]
     # as the store reads them back: by kind, hop and time, then main requests first
-    http = [_http(h) for h in sorted(of("http_requests"), key=lambda h: (h["kind"], h["hop"], h["started_at"] or ""))]
-    http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
-    return dns, tcp, tls, http
+    http = [loading.http_request(h, [[p["name"], p["value"]] for p in h.get("headers") or []],
+                                 base64.b64decode(h["body_head"]) if h.get("body_head") else None)
+            for h in sorted(of("http_requests"), key=lambda h: (h["kind"], h["hop"], h["started_at"] or ""))]
+    return dns, tcp, tls, loading.main_hops_first(http)
 
 
 def own_addresses(m: Measurement, run: dict[str, Any]) -> list[str]:
@@ -303,19 +267,13 @@ def export_member(joined: tuple[str, dict[str, list[tuple[int, dict[str, Any]]]]
         return
     line, row = min(rows, key=lambda r: r[0])
     tables = {name: [r for _line, r in sorted(grouped.get(name) or [], key=lambda r: r[0])] for name in OBSERVATION_TABLES}
-    m = Measurement(url=row["url"], hostname=row["domain"], scheme=row["scheme"], port=row["port"],
-                    started_at=row["started_at"], category=row.get("category"), finished_at=row.get("finished_at"),
-                    duration_ms=row.get("duration_ms"), measurement_id=mid, network_epoch=row.get("network_epoch"),
-                    network_changed=bool(row.get("network_changed")))
+    m = loading.measurement_record(row, row["domain"], [])
     m.dns, m.tcp, m.tls, m.http = _side(tables, "local")
     controls = tables["control_results"]
     if controls:
         cr = controls[0]
-        c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
-                          attempts=cr.get("attempts") or 1, reason=cr.get("reason"))
-        c.dns, c.tcp, c.tls, c.http = _side(tables, "control")
-        c.raw = json.loads(cr["raw"]) if cr.get("raw") else None
-        m.control = c
+        m.control = loading.control_result(cr, json.loads(cr["raw"]) if cr.get("raw") else None)
+        m.control.dns, m.control.tcp, m.control.tls, m.control.http = _side(tables, "control")
     run_row = runs.get(row["run_id"]) or {"run_id": row["run_id"], "cc": row.get("cc"), "asn": row.get("asn")}
     m.addresses = row["addresses"] if isinstance(row.get("addresses"), list) else own_addresses(m, run_row)
     config = run_row.get("config")

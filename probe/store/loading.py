@@ -47,7 +47,7 @@ def load_measurements(db: sqlite_utils.Database, ids: Sequence[str]) -> list[Mea
     for (mid, side), queries in _dns(conn, key).items():
         sides[mid, side][0].extend(queries)
     for r in _rows(conn, f"select * from tcp_connects where {_IDS} order by id", key):
-        sides[r["measurement_id"], r["side"]][1].append(_tcp(r))
+        sides[r["measurement_id"], r["side"]][1].append(tcp_connect(r))
     for r in _rows(conn, f"select * from tls_handshakes where {_IDS} order by id", key):
         sides[r["measurement_id"], r["side"]][2].append(_tls(r))
     sql = f"select * from http_requests where {_IDS} order by measurement_id, side, kind, hop, started_at, rowid"
@@ -64,10 +64,8 @@ def load_measurements(db: sqlite_utils.Database, ids: Sequence[str]) -> list[Mea
         m.dns, m.tcp, m.tls, m.http = _sorted(sides.get((mid, "local")))
         cr = controls.get(mid)
         if cr is not None:
-            c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
-                              attempts=cr["attempts"] or 1, reason=cr["reason"])
+            c = control_result(cr, json.loads(cr["raw"]) if cr["raw"] else None)
             c.dns, c.tcp, c.tls, c.http = _sorted(sides.get((mid, "control")))
-            c.raw = json.loads(cr["raw"]) if cr["raw"] else None
             m.control = c
         out.append(m)
     return out
@@ -95,8 +93,7 @@ def _sorted(side: Side | None) -> Side:
     if side is None:
         return [], [], [], []
     dns, tcp, tls, http = side
-    http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))  # main hops first, as the probe fetched them
-    return dns, tcp, tls, http
+    return dns, tcp, tls, main_hops_first(http)
 
 
 def _dns(conn: Any, key: str) -> dict[tuple[str, str], list[DnsQuery]]:
@@ -106,46 +103,80 @@ def _dns(conn: Any, key: str) -> dict[tuple[str, str], list[DnsQuery]]:
         answers[qid].append(DnsAnswer(atype, value, ttl))
     out: dict[tuple[str, str], list[DnsQuery]] = defaultdict(list)
     for q in _rows(conn, f"select * from dns_queries where {_IDS} order by rowid", key):
-        extra = _json(q["extra_replies"], [])
-        out[q["measurement_id"], q["side"]].append(DnsQuery(
-            q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"], q["duration_ms"] or 0.0,
-            q["failure"], q["rcode"], q["responder"], answers.get(q["query_id"], []),
-            [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
-                      [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers", [])])
-             for r in extra],
-            query_id=q["query_id"]))
+        out[q["measurement_id"], q["side"]].append(
+            dns_query(q, answers.get(q["query_id"], []), _json(q["extra_replies"], [])))
     return out
 
 
-def _tcp(c: sqlite3.Row) -> TcpConnect:
+def _tls(t: sqlite3.Row) -> TlsHandshake:
+    return tls_handshake(t, _json(t["peer_certificates"], []))
+
+
+def _http(h: sqlite3.Row) -> HttpRequest:
+    return http_request(h, _json(h["headers"], []), _gunzip(h["body_head"]) if h["body_head"] else None)
+
+
+def _measurement(raw: sqlite3.Row) -> Measurement:
+    return measurement_record(raw, raw["hostname"], _json(raw["addresses"], []))
+
+
+# --- one row of a table to its record: shared with readers of exported rows (the
+# pipeline), which decode the JSON and binary columns their own way and pass them in ---
+
+
+def dns_query(q: Any, answers: list[DnsAnswer], extra_replies: list[dict[str, Any]]) -> DnsQuery:
+    """A ``dns_queries`` row (mapping by column), with its answers and racing replies."""
+    return DnsQuery(
+        q["engine"], q["resolver"], q["hostname"], q["query_type"], q["started_at"], q["duration_ms"] or 0.0,
+        q["failure"], q["rcode"], q["responder"], answers,
+        [DnsReply(r["responder"], r["delay_ms"], r.get("rcode"),
+                  [DnsAnswer(a["answer_type"], a["value"], a.get("ttl")) for a in r.get("answers") or []])
+         for r in extra_replies],
+        query_id=q["query_id"])
+
+
+def tcp_connect(c: Any) -> TcpConnect:
     return TcpConnect(c["ip"], c["port"], c["started_at"], c["duration_ms"] or 0.0, bool(c["success"]), c["failure"])
 
 
-def _tls(t: sqlite3.Row) -> TlsHandshake:
-    certs = _json(t["peer_certificates"], [])
+def tls_handshake(t: Any, certificates: list[dict[str, Any]]) -> TlsHandshake:
     return TlsHandshake(
         t["ip"], t["port"], t["server_name"], t["started_at"], t["duration_ms"] or 0.0, bool(t["success"]),
         t["failure"], t["sni_role"], t["failure_stage"], t["bytes_sent"] or 0, t["bytes_received"] or 0,
         t["tls_version"], t["cipher"], t["alpn"], None if t["cert_valid"] is None else bool(t["cert_valid"]),
-        t["cert_failure"], [Certificate(**c) for c in certs], cert_checked_at=t["cert_checked_at"],
+        t["cert_failure"], [Certificate(**c) for c in certificates], cert_checked_at=t["cert_checked_at"],
     )
 
 
-def _http(h: sqlite3.Row) -> HttpRequest:
+def http_request(h: Any, headers: list[list[str]], body_head: bytes | None) -> HttpRequest:
     return HttpRequest(
         url=h["url"], kind=h["kind"], hop=h["hop"], started_at=h["started_at"], duration_ms=h["duration_ms"] or 0.0,
         method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
-        reason=h["reason"], http_version=h["http_version"], headers=_json(h["headers"], []),
-        location=h["location"], body_length=h["body_length"], body_truncated=bool(h["body_truncated"]),
-        body_sha256=h["body_sha256"], title=h["title"],
-        body_head=_gunzip(h["body_head"]) if h["body_head"] else None, request_id=h["request_id"],
+        reason=h["reason"], http_version=h["http_version"], headers=headers, location=h["location"],
+        body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
+        title=h["title"], body_head=body_head, request_id=h["request_id"],
     )
 
 
-def _measurement(raw: sqlite3.Row) -> Measurement:
+def control_result(cr: Any, raw: dict[str, Any] | None) -> ControlResult:
+    """A ``control_results`` row; its observations are added by the caller."""
+    c = ControlResult(cr["control_url"], cr["started_at"], cr["duration_ms"] or 0.0, cr["failure"],
+                      attempts=cr["attempts"] or 1, reason=cr["reason"])
+    c.raw = raw
+    return c
+
+
+def measurement_record(raw: Any, hostname: str, addresses: list[str]) -> Measurement:
+    """A ``measurements`` row without its observations."""
     return Measurement(
-        url=raw["url"], hostname=raw["hostname"], scheme=raw["scheme"], port=raw["port"],
+        url=raw["url"], hostname=hostname, scheme=raw["scheme"], port=raw["port"],
         started_at=raw["started_at"], category=raw["category"], finished_at=raw["finished_at"],
-        duration_ms=raw["duration_ms"], addresses=_json(raw["addresses"], []),
-        measurement_id=raw["measurement_id"], network_epoch=raw["network_epoch"],
-        network_changed=bool(raw["network_changed"]))
+        duration_ms=raw["duration_ms"], addresses=addresses, measurement_id=raw["measurement_id"],
+        network_epoch=raw["network_epoch"], network_changed=bool(raw["network_changed"]))
+
+
+def main_hops_first(http: list[HttpRequest]) -> list[HttpRequest]:
+    """Requests in the order the classifier reads them: the main hops in order (as the
+    probe fetched them), then fallbacks."""
+    http.sort(key=lambda h: (h.kind != "main", h.hop, h.started_at))
+    return http

@@ -30,14 +30,9 @@ _UPSERT = (f"insert or replace into verdicts ({', '.join(VERDICT_COLUMNS)}) "
            f"values ({', '.join('?' * len(VERDICT_COLUMNS))})")
 
 
-def save_verdict_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> int:
-    """Upsert verdict rows (see analysis.persist.verdict_row), in one transaction."""
-    return save_verdict_tuples(db, [tuple(r[c] for c in VERDICT_COLUMNS) for r in rows])
-
-
 def save_verdict_tuples(db: sqlite_utils.Database, rows: list[tuple]) -> int:
-    """Upsert verdict rows given as tuples in VERDICT_COLUMNS order, in one transaction:
-    one prepared statement for the batch (the fast path of `probe analyze`)."""
+    """Upsert verdict rows given as tuples in VERDICT_COLUMNS order (see
+    analysis.persist.verdict_tuple), in one transaction: one prepared statement."""
     with writing(db):
         db.conn.executemany(_UPSERT, rows)
     return len(rows)
