@@ -291,7 +291,9 @@ def scale(db_path: Path, base: int, n: int) -> None:
                 select = ", ".join(rewrite.get(c, c).format(k=k) for c in cols)
                 where = ("run_id in (select distinct m.run_id from measurements m join pick using (measurement_id))"
                          if table == "runs" else "measurement_id in (select measurement_id from pick)")
-                conn.execute(f"insert into {table} ({', '.join(cols)}) select {select} from {table} where {where}")
+                # in rowid order: each copied run's rows stay together, as a probe writes them
+                conn.execute(f"insert into {table} ({', '.join(cols)}) select {select} from {table} where {where} "
+                             "order by rowid")
         print(f"copy {k}/{copies}", file=sys.stderr, flush=True)
     conn.close()
 

@@ -39,8 +39,8 @@ def _finding(f: LayerFinding) -> dict[str, Any]:
     return out
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=_plain)
+# one encoder for every row (json.dumps with options builds a new one per call)
+_dumps = json.JSONEncoder(ensure_ascii=False, default=_plain).encode
 
 
 def verdict_tuple(measurement_id: str, v: Verdict, analyzed_at: str) -> tuple:
