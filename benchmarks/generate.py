@@ -127,7 +127,8 @@ class Shapes:
             failure = {"tcp_timeout": "generic_timeout_error", "tcp_reset": "connection_reset"}.get(shape,
                                                                                                   "connection_refused")
             m.tcp = [TcpConnect(ip, 443, t, 5000.0 if "timeout" in failure else 20.0, False, failure)]
-            m.http = [HttpRequest(url, "main", 0, t, 5000.0, failure=failure)]
+            # as the probe records it: a fetch to an address whose connect timed out is not sent
+            m.http = [HttpRequest(url, "main", 0, t, 5000.0, failure=failure, attempted="timeout" not in failure)]
         else:
             m.tcp = [TcpConnect(ip, 443, t, self.rng.uniform(10, 80), True)]
             self._tls_and_http(m, shape, host, ip, url, t)

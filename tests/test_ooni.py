@@ -336,6 +336,19 @@ def test_ooni_to_ours_to_ooni_to_ours_is_identical(path):
         assert tk["control"] == m1.control.raw  # OONI's THResponse goes back as it came
 
 
+def test_a_fetch_never_sent_goes_to_ooni_and_back_as_such():
+    """A blackholed address's fetch is recorded, not sent (measure.url.timed_out_fetch).
+    OONI's format has no word for that: the request goes out as the timeout OONI would
+    have seen, tagged, and comes back not sent."""
+    m1, _ = ooni_decode.ooni_to_measurement(load(ID_FILE))
+    m1.http = [HttpRequest(m1.url, "main", 0, m1.started_at, 5000.0, failure=F.GENERIC_TIMEOUT, attempted=False)]
+    doc = json.loads(json.dumps(ooni_encode.measurement_to_ooni(m1, {"cc": "ID", "asn": "AS23693"})))
+    (entry,) = doc["test_keys"]["requests"]
+    assert entry["failure"] == "generic_timeout_error"
+    m2, _ = ooni_decode.ooni_to_measurement(doc)
+    assert m2.http[0].attempted is False and observations(m2)["http"] == observations(m1)["http"]
+
+
 def test_export_lists_requests_last_hop_first():
     m, _ = ooni_decode.ooni_to_measurement(load(ID_FILE))
     doc = ooni_encode.measurement_to_ooni(m, {"cc": "ID", "asn": "AS23693"})

@@ -20,7 +20,10 @@ import pytest
 from conftest import lab_config
 from servers import Answer, Behaviour, DnsServer, Race, RawTcpServer, unused_port
 
+from probe import store
+from probe.analysis.analyze import analyze_db
 from probe.core import failures as F
+from probe.core.records import HttpRequest, Measurement
 from probe.measure.pacing import PER_HOST_CONNECTIONS, START_SPREAD_S
 from probe.measure.url import measure_url
 
@@ -37,9 +40,11 @@ def _targets(tmp_path: Path, urls: list[str]) -> Path:
     return path
 
 
-async def test_a_blackholed_address_costs_one_connect_timeout():
+async def test_a_blackholed_address_costs_one_connect_timeout(tmp_path):
     """The TCP step's connect timed out: the fetch does not wait the same timeout again
-    on the same silent address, and the record still says the fetch would time out."""
+    on the same silent address. The record still says the fetch would time out, and
+    that it was never sent: in the record, the stored row, the records read back and
+    the verdict's evidence (a researcher must not read it as a second observation)."""
     async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, RawTcpServer("backlog_full") as srv:
         config = lab_config(dns.address, tcp_timeout=1.0, dns_late_window=0)
         t0 = time.monotonic()
@@ -50,6 +55,21 @@ async def test_a_blackholed_address_costs_one_connect_timeout():
     assert (fetch.kind, fetch.failure, fetch.status) == ("main", F.GENERIC_TIMEOUT, None)
     assert fetch.started_at == connect.started_at and fetch.duration_ms >= 900  # the connect it stands for
     assert elapsed < 1.7, f"{elapsed:.2f} s: two connect timeouts of 1 s"
+    assert fetch.attempted is False
+
+    db = store.open_db(tmp_path / "probe.db")
+    store.create_run(db, {"run_id": "r1", "started_at": connect.started_at, "status": "finished"}, [])
+    sent = HttpRequest(f"http://{SITE}/other", "main", 0, connect.started_at, 5.0, status=200)
+    other = Measurement(f"http://{SITE}/other", SITE, "http", 80, connect.started_at, http=[sent])
+    store.save_measurements(db, "r1", [m, other])
+    rows = dict(db.execute("select request_id, attempted from http_requests").fetchall())
+    assert (rows[fetch.request_id], rows[sent.request_id]) == (0, 1)
+    again = store.load_measurement(db, m.measurement_id)
+    assert again is not None and again.http[0].attempted is False
+    assert store.load_measurement(db, other.measurement_id).http[0].attempted is True  # type: ignore[union-attr]
+    analyze_db(db)
+    (layers,) = db.execute("select layers from verdicts where measurement_id = ?", [m.measurement_id]).fetchone()
+    assert f"no HTTP request was sent to http://{SITE}:{srv.port}/" in layers
 
 
 class _TimedDns(DnsServer):

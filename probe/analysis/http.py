@@ -273,7 +273,11 @@ def classify_http(v: View, dns: LayerFinding, tcp: LayerFinding, tls: LayerFindi
     # A response that broke off (throttled body, too many redirects) is a failed fetch.
     if final.status is None or final.failure not in (None, F.BODY_TOO_LARGE):
         failure = final.failure or F.UNKNOWN_FAILURE
-        local = Evidence(f"the HTTP request to {final.url} failed: {failure}", {"failure": failure, "hop": final.hop})
+        if final.attempted:
+            local = Evidence(f"the HTTP request to {final.url} failed: {failure}", {"failure": failure, "hop": final.hop})
+        else:  # the record stands for the connect that had already timed out
+            local = Evidence(f"no HTTP request was sent to {final.url}: its connect had already timed out ({failure})",
+                             {"failure": failure, "hop": final.hop, "attempted": False})
         connected = any(c.success for c in v.target_tcp(m.port))
         handshaken = any(t.success for t in v.target_tls(m.port))
         if upstream or (final.hop == 0 and v.target_tcp(m.port) and not connected) or (

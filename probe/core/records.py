@@ -141,6 +141,9 @@ class HttpRequest:
     title: str | None = None
     body_head: bytes | None = None  # first bytes of the body, for fingerprinting
     request_id: str = field(default_factory=new_id)
+    # False: never sent. Every address it would connect to had already timed out in the
+    # TCP step, and the record stands for that timeout (measure.url.timed_out_fetch).
+    attempted: bool = True
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from probe.core.i18n import N_
 
-CLASSIFIER_VERSION = "1.2.1"
+CLASSIFIER_VERSION = "1.2.2"
 # Below this, a blocked verdict is said with a "perhaps" (typically: little to compare)
 LOW_CONFIDENCE = 0.5
 # What "blocked = None" is called wherever people read it.

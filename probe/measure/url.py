@@ -465,9 +465,10 @@ def timed_out_fetch(url: str, kind: str, addresses: list[str], port: int,
     connect to already timed out on that port in the TCP step (a blackholed address),
     else None. Why: the fetch would open a new connection to the same silent address
     and wait the same connect timeout again, doubling the cost of every blackholed
-    target for no new evidence. The record says what a fetch would have met, and when:
-    ``generic_timeout`` (as aiohttp's connect timeout is recorded), with the start and
-    duration of the timed-out connect it stands for, and no address (none answered)."""
+    target for no new evidence. The record says so (``attempted`` false) and what a
+    fetch would have met, and when: ``generic_timeout`` (as aiohttp's connect timeout is
+    recorded), with the start and duration of the timed-out connect it stands for, and
+    no address (none answered)."""
     tried = {c.ip: c for c in tcp if c.port == port and c.ip in addresses}
     if not addresses or set(addresses) - tried.keys():
         return None  # an address the TCP step did not try: fetch as usual
@@ -475,4 +476,4 @@ def timed_out_fetch(url: str, kind: str, addresses: list[str], port: int,
         return None
     first = min(tried.values(), key=lambda c: c.started_at)
     longest = max(c.duration_ms for c in tried.values())
-    return HttpRequest(url, kind, 0, first.started_at, longest, failure=F.GENERIC_TIMEOUT)
+    return HttpRequest(url, kind, 0, first.started_at, longest, failure=F.GENERIC_TIMEOUT, attempted=False)

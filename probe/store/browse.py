@@ -107,6 +107,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "hop": "0 for the URL, then one per redirect", "failure": _FAILURE, "title": "the page title",
         "headers": "JSON [[name, value], ...]", "body_head": "gzip of the first 64 KiB of the body",
         "body_sha256": "hash of up to 2 MiB of the body",
+        "attempted": "0: never sent (every address had already timed out on connect; the row stands for that timeout)",
     }),
     "control_results": ("What the control helper answered for each measurement.", {
         "measurement_id": _MID, "raw": "the helper's JSON answer, verbatim", "failure": _FAILURE,

@@ -196,6 +196,8 @@ EXPORT_TABLES: dict[str, ExportTable] = {t.name: t for t in (
         Column("body_length", "int", "bytes of body that came"),
         Column("body_truncated", "bool", "true when the body was cut at the size limit"),
         Column("body_sha256", "text"), Column("title", "text"),
+        Column("attempted", "bool", "false when the request was never sent: every address it would connect to "
+                                    "had already timed out in the TCP step, and the row stands for that timeout"),
         Column("body_head", "bytes", "the first 64 KiB of the body, not compressed (the volunteer's address "
                                      "replaced unless the run had --store-ip)"),
     )),

@@ -154,8 +154,18 @@ def http_request(h: Any, headers: list[list[str]], body_head: bytes | None) -> H
         method=h["method"] or "GET", address=h["address"], failure=h["failure"], status=h["status"],
         reason=h["reason"], http_version=h["http_version"], headers=headers, location=h["location"],
         body_length=h["body_length"], body_truncated=bool(h["body_truncated"]), body_sha256=h["body_sha256"],
-        title=h["title"], body_head=body_head, request_id=h["request_id"],
+        title=h["title"], body_head=body_head, request_id=h["request_id"], attempted=_sent(h),
     )
+
+
+def _sent(h: Any) -> bool:
+    """A row's ``attempted``: null, or no such column (rows and exports from before
+    schema 9), reads as sent."""
+    try:
+        value = h["attempted"]
+    except (KeyError, IndexError):
+        return True
+    return value is None or bool(value)
 
 
 def control_result(cr: Any, raw: dict[str, Any] | None) -> ControlResult:

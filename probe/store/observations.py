@@ -139,6 +139,7 @@ def _http_rows(mid: str, side: str, requests: list[HttpRequest]) -> list[dict]:
             "body_sha256": r.body_sha256,
             "title": r.title,
             "body_head": gzip.compress(r.body_head, mtime=0) if r.body_head else None,
+            "attempted": int(r.attempted),
         }
         for i, r in enumerate(requests)
     ]

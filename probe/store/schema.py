@@ -333,6 +333,14 @@ def _m8_analysis_state(db: sqlite_utils.Database) -> None:
         pk="run_id")
 
 
+def _m9_fetch_attempted(db: sqlite_utils.Database) -> None:
+    """Whether an HTTP request was sent at all (issue 11): a fetch to addresses whose
+    connect had already timed out is recorded, not sent, and must not read as a second
+    observation. Rows from before are unknown (null): read as sent, which all were
+    until the probe began to skip such fetches."""
+    db.table("http_requests").add_column("attempted", int)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "base tables", _m1_base),
     (2, "indexes for lookups by run, URL and measurement", _m2_indexes),
@@ -342,6 +350,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (6, "uploads, and a collector's uploaders, tokens, cross-network verdicts and events", _m6_collector),
     (7, "deep measurements: trigger tests, packets, the hop search", _m7_deep),
     (8, "what each run's verdicts were derived with", _m8_analysis_state),
+    (9, "whether each HTTP request was sent", _m9_fetch_attempted),
 ]
 
 
