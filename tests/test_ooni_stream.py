@@ -202,3 +202,9 @@ def test_a_killed_import_run_again_stores_every_measurement_once(tmp_path):
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from run_targets where status != 'done'").fetchone()[0] == 0
     conn.close()
+    # the same database as one import that was never killed: runs (times, target counts,
+    # the file's digest: what only the whole file tells) and targets included
+    clean = tmp_path / "clean.db"
+    out, err = cli_import(path, clean).communicate(timeout=110)
+    assert f"imported {n} measurements" in out, (out, err)
+    assert {t: sorted(r) for t, r in dump(db_path).items()} == {t: sorted(r) for t, r in dump(clean).items()}

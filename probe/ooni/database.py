@@ -64,6 +64,8 @@ class _RunPlan:
     started_at: str | None = None
     finished_at: str | None = None
     any_time_unknown: bool = False
+    created: bool | None = None  # by this import (None: not written yet)
+    written: int = 0  # how many of ``targets`` are in run_targets
 
 
 def _convert(doc: Any, where: str, source: str) -> tuple[Measurement, dict]:
@@ -138,7 +140,7 @@ def _run_id(meta: dict, source: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"run:{report}|{meta.get('cc')}|{meta.get('asn')}"))
 
 
-def _run_row(plan: _RunPlan, source: str, digest: str, lab_networks: list[str] | None = None) -> dict[str, Any]:
+def _run_row(plan: _RunPlan, source: str, digest: str | None, lab_networks: list[str] | None = None) -> dict[str, Any]:
     meta = plan.meta
     notes = [
         f"imported from OONI data {source} ({meta.get('software') or 'unknown software'}, "
@@ -173,24 +175,46 @@ def _run_row(plan: _RunPlan, source: str, digest: str, lab_networks: list[str] |
     }
 
 
-def _ensure_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str,
-                lab_networks: list[str]) -> None:
-    """Create the run with its targets, or add targets a longer file brought to it."""
-    if not store.run_exists(db, plan.run_id):
-        store.create_run(db, _run_row(plan, source, digest, lab_networks), [store.RunTarget(u) for u in plan.targets])
-        return
-    store.add_run_targets(db, plan.run_id, plan.targets)
+def _write_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, lab_networks: list[str]) -> None:
+    """Before its measurements: the run (created from what is known of it so far, or
+    found, as after a killed import), and the targets it gained since."""
+    if plan.created is None:
+        plan.created = not store.run_exists(db, plan.run_id)
+        if plan.created:
+            store.create_run(db, _run_row(plan, source, None, lab_networks), [store.RunTarget(u) for u in plan.targets])
+            plan.written = len(plan.targets)
+            return
+    if plan.written < len(plan.targets):
+        store.add_run_targets(db, plan.run_id, list(plan.targets)[plan.written:])
+        plan.written = len(plan.targets)
 
 
-# What a worker reports of one document in the first pass: ("skipped" | "error", where,
-# message), or ("ok", run id, run meta, url, started_at, finished_at, time unknown).
-_Planned = tuple[Any, ...]
+def _finish_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str, lab_networks: list[str]) -> None:
+    """Once the whole input is read: what only all of it tells (first and last times,
+    how many targets, the input's digest). A run an earlier import left unfinished
+    (killed: no digest yet) is completed the same way; one an earlier import finished
+    only widens to what this input adds."""
+    stored = store.get_run(db, plan.run_id) or {}
+    full = _run_row(plan, source, digest, lab_networks)
+    fields: dict[str, Any] = {
+        "started_at": min(filter(None, [stored.get("started_at"), full["started_at"]]), default=None),
+        "finished_at": max(filter(None, [stored.get("finished_at"), full["finished_at"]]), default=None),
+        "target_count": sum(store.count_targets(db, plan.run_id).values()),
+    }
+    if plan.created or not stored.get("targets_sha256"):
+        fields.update(targets_sha256=digest, notes=full["notes"])
+    store.update_run(db, plan.run_id, fields)
 
 
-def _plan_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[_Planned]:
-    """First pass, in a worker: what each document brings to its run, or why it is not
-    imported. Only these few values travel back, not the records."""
-    out: list[_Planned] = []
+# What a worker sends back of one document: ("skipped" | "error", where, message), or
+# ("ok", run id, run meta, url, started_at, finished_at, time unknown, its rows).
+_Converted = tuple[Any, ...]
+
+
+def _convert_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[_Converted]:
+    """In a worker: each document's rows, ready to write, with what it tells of its
+    run; or why it is not imported."""
+    out: list[_Converted] = []
     for where, raw in chunk:
         try:
             m, meta = _convert(parse_document(raw), where, source)
@@ -200,20 +224,9 @@ def _plan_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[_Plan
         except OoniFormatError as exc:
             out.append(("error", where, f"{where}: {exc}"))
             continue
-        out.append(("ok", _run_id(meta, source), meta, m.url, m.started_at, m.finished_at, meta["measured_at"] is None))
-    return out
-
-
-def _rows_chunk(chunk: list[tuple[str, RawDocument]], source: str) -> list[MeasurementRows]:
-    """Second pass, in a worker: the rows of each importable document, ready to write
-    (the same conversion as the first pass, which is deterministic)."""
-    out: list[MeasurementRows] = []
-    for where, raw in chunk:
-        try:
-            m, meta = _convert(parse_document(raw), where, source)
-        except OoniFormatError:
-            continue  # counted in pass 1
-        out.append(measurement_rows(_run_id(meta, source), m))
+        rid = _run_id(meta, source)
+        out.append(("ok", rid, meta, m.url, m.started_at, m.finished_at, meta["measured_at"] is None,
+                    measurement_rows(rid, m)))
     return out
 
 
@@ -222,13 +235,14 @@ def _size(item: tuple[str, RawDocument]) -> int:
     return len(payload) if is_text else 4096
 
 
-def _add_to_plan(plans: dict[str, _RunPlan], planned: _Planned) -> None:
-    _, rid, meta, url, started_at, finished_at, time_unknown = planned
+def _add_to_plan(plans: dict[str, _RunPlan], converted: _Converted) -> _RunPlan:
+    _, rid, meta, url, started_at, finished_at, time_unknown, _rows = converted
     plan = plans.setdefault(rid, _RunPlan(rid, meta))
     plan.targets.setdefault(url, None)
     plan.started_at = min(filter(None, [plan.started_at, started_at]))
     plan.finished_at = max(filter(None, [plan.finished_at, finished_at, started_at]))
     plan.any_time_unknown |= time_unknown
+    return plan
 
 
 def _save_new(db: sqlite_utils.Database, batch: list[MeasurementRows], summary: ImportSummary) -> None:
@@ -258,11 +272,12 @@ def import_ooni(
     A bad line or another test's measurement is counted and named in ``messages``; only
     an input that cannot be read at all raises (OoniImportError).
 
-    The file is read twice, as a stream: first to know the runs (created before any of
-    their measurements, which need them), then to write the measurements, a batch per
-    transaction, so a killed import keeps every finished batch and a second import adds
-    the rest. ``decoder`` decodes in worker processes when the input is large (one is
-    made for this call when none is given; share one across the files of an import).
+    The input is read once, as a stream, and converted in worker processes when large
+    (``decoder``: one is made for this call when none is given; share one across the
+    files of an import). Each batch is one transaction, its runs and targets written
+    before its measurements, so a killed import keeps every finished batch and a second
+    import adds the rest. What only the whole input tells of a run (first and last
+    times, target count, the input's digest) is written at the end.
     """
     if decoder is None:
         with Decoder() as own:
@@ -270,32 +285,35 @@ def import_ooni(
     lines = line_source(path_or_lines)
     summary = ImportSummary(source=source)
     hasher = hashlib.sha256()
+    networks = lab_networks or []
 
     def hashed(it: Iterator[str]) -> Iterator[str]:
         for line in it:
             hasher.update(line.encode("utf-8", "replace"))
             yield line
 
-    # Pass 1: which runs, with which targets; nothing kept of the measurements themselves.
     plans: dict[str, _RunPlan] = {}
-    for results in decoder.map_chunks(_plan_chunk, raw_documents(hashed(lines())), source, _size):
-        for planned in results:
-            if planned[0] == "ok":
-                _add_to_plan(plans, planned)
+    for results in decoder.map_chunks(_convert_chunk, raw_documents(hashed(lines())), source, _size):
+        batch: list[MeasurementRows] = []
+        touched: dict[str, _RunPlan] = {}
+        for converted in results:
+            if converted[0] == "ok":
+                plan = _add_to_plan(plans, converted)
+                touched[plan.run_id] = plan
+                batch.append(converted[7])
                 continue
-            if planned[0] == "skipped":
+            if converted[0] == "skipped":
                 summary.skipped += 1
             else:
                 summary.errors += 1
-            summary.messages.append(planned[2])
+            summary.messages.append(converted[2])
+        for plan in touched.values():
+            _write_run(db, plan, source, networks)
+        _save_new(db, batch, summary)
     digest = hasher.hexdigest()
     for plan in plans.values():
-        _ensure_run(db, plan, source, digest, lab_networks or [])
+        _finish_run(db, plan, source, digest, networks)
         summary.run_ids.append(plan.run_id)
-
-    # Pass 2: convert again (deterministic) and store what is not there yet.
-    for batch in decoder.map_chunks(_rows_chunk, raw_documents(lines()), source, _size):
-        _save_new(db, batch, summary)
     if summary.duplicates:
         summary.messages.append(f"{summary.duplicates} measurements were already in the database")
     return summary

@@ -72,6 +72,7 @@ from probe.store.runs import (
     runs,
     set_run_status,
     split_run,
+    update_run,
 )
 from probe.store.schema import (
     SCHEMA_VERSION,
@@ -176,6 +177,7 @@ __all__ = [
     "replace_control",
     "report_rows",
     "run_exists",
+    "update_run",
     "runs",
     "runs_without_verdicts",
     "save_measurement",

@@ -3,6 +3,7 @@ finishes, so that a killed run resumes exactly where it stopped."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -126,14 +127,24 @@ def runs(db: sqlite_utils.Database, run_id: str | None = None) -> list[dict[str,
     return list(db.query("select * from runs" + (" where run_id = ?" if run_id else ""), [run_id] if run_id else []))
 
 
+def update_run(db: sqlite_utils.Database, run_id: str, fields: dict[str, Any]) -> None:
+    """Set some columns of a run's row (what an import learns once it has read all)."""
+    with writing(db):
+        db.table("runs").update(run_id, fields)
+
+
 def run_exists(db: sqlite_utils.Database, run_id: str) -> bool:
     return bool(list(db.query("select 1 from runs where run_id = ?", [run_id])))
 
 
 def add_run_targets(db: sqlite_utils.Database, run_id: str, urls: Iterable[str]) -> int:
-    """Append to a run's list the URLs it does not hold yet (pending); how many."""
-    known = {r["url"] for r in db.query("select url from run_targets where run_id = ?", [run_id])}
-    missing = [u for u in dict.fromkeys(urls) if u not in known]
+    """Append to a run's list the URLs it does not hold yet (pending); how many. Only
+    these URLs are looked up: an import appends to a long run a batch at a time."""
+    wanted = list(dict.fromkeys(urls))
+    known = {r[0] for r in db.execute(
+        "select url from run_targets where run_id = ? and url in (select value from json_each(?))",
+        [run_id, json.dumps(wanted)]).fetchall()} if wanted else set()
+    missing = [u for u in wanted if u not in known]
     if not missing:
         return 0
     row = next(iter(db.query("select coalesce(max(position), -1) as p from run_targets where run_id = ?", [run_id])))
