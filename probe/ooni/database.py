@@ -274,10 +274,10 @@ def import_ooni(
 
     The input is read once, as a stream, and converted in worker processes when large
     (``decoder``: one is made for this call when none is given; share one across the
-    files of an import). Each batch is one transaction, its runs and targets written
-    before its measurements, so a killed import keeps every finished batch and a second
-    import adds the rest. What only the whole input tells of a run (first and last
-    times, target count, the input's digest) is written at the end.
+    files of an import). A batch's runs and targets are written before its
+    measurements, which go in one transaction, so a killed import keeps every finished
+    batch and a second import adds the rest. What only the whole input tells of a run
+    (first and last times, target count, the input's digest) is written at the end.
     """
     if decoder is None:
         with Decoder() as own:
