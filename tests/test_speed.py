@@ -18,7 +18,7 @@ from pathlib import Path
 import clirun
 import pytest
 from conftest import lab_config
-from servers import Answer, Behaviour, DnsServer, Race, RawTcpServer, unused_port
+from servers import Answer, Behaviour, Delayed, DnsServer, Race, RawTcpServer, unused_port
 
 from probe import store
 from probe.analysis.analyze import analyze_db
@@ -163,9 +163,11 @@ async def test_connections_to_one_address_are_capped(tmp_path):
 
 async def test_workers_start_spread_over_a_bounded_moment(tmp_path):
     """The default eight workers do not send their first queries in one instant, nor
-    wait long."""
+    wait long. Each answer takes longer than the spread, so that every worker is still
+    waiting for its first target when the last one starts (with fast targets, the first
+    worker to start would measure them all before the others woke)."""
     names = [f"j{i}.lab.test" for i in range(8)]
-    dns = _TimedDns({n: Answer(a=["127.0.0.1"]) for n in names})
+    dns = _TimedDns({n: Delayed(Answer(a=["127.0.0.1"]), START_SPREAD_S + 0.3) for n in names})
     async with dns:
         urls = [f"http://{n}:{unused_port()}/" for n in names]
         code, _, err = await clirun.probe("run", "--targets", str(_targets(tmp_path, urls)), "--db",
