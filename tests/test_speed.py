@@ -17,7 +17,6 @@ from pathlib import Path
 
 import clirun
 import pytest
-from conftest import lab_config
 from servers import Answer, Behaviour, Delayed, DnsServer, Race, RawTcpServer, unused_port
 
 from probe import store
@@ -25,7 +24,7 @@ from probe.analysis.analyze import analyze_db
 from probe.core import failures as F
 from probe.core.records import HttpRequest, Measurement
 from probe.measure.pacing import PER_HOST_CONNECTIONS, START_SPREAD_S
-from probe.measure.url import measure_url
+from probe.measure.url import ProbeConfig, measure_url
 
 SITE = "site.lab.test"
 # What a run in these tests needs besides its targets: the test's DNS server only,
@@ -46,15 +45,17 @@ async def test_a_blackholed_address_costs_one_connect_timeout(tmp_path):
     that it was never sent: in the record, the stored row, the records read back and
     the verdict's evidence (a researcher must not read it as a second observation)."""
     async with DnsServer({SITE: Answer(a=["127.0.0.1"])}) as dns, RawTcpServer("backlog_full") as srv:
-        config = lab_config(dns.address, tcp_timeout=1.0, dns_late_window=0)
+        # the default timeouts and DNS window; only the lab's resolver, and no extra ports
+        config = ProbeConfig(resolvers=[dns.address], system_resolver=False, ports=())
         t0 = time.monotonic()
         m = await measure_url(f"http://{SITE}:{srv.port}/", config)
         elapsed = time.monotonic() - t0
     connect, fetch = m.tcp[0], m.http[0]
     assert connect.failure == F.GENERIC_TIMEOUT
     assert (fetch.kind, fetch.failure, fetch.status) == ("main", F.GENERIC_TIMEOUT, None)
-    assert fetch.started_at == connect.started_at and fetch.duration_ms >= 900  # the connect it stands for
-    assert elapsed < 1.7, f"{elapsed:.2f} s: two connect timeouts of 1 s"
+    timeout = config.tcp_timeout
+    assert fetch.started_at == connect.started_at and fetch.duration_ms >= 900 * timeout  # the connect it stands for
+    assert elapsed < 1.7 * timeout, f"{elapsed:.2f} s: two connect timeouts of {timeout} s"
     assert fetch.attempted is False
 
     db = store.open_db(tmp_path / "probe.db")

@@ -65,7 +65,7 @@ class _RunPlan:
     finished_at: str | None = None
     any_time_unknown: bool = False
     created: bool | None = None  # by this import (None: not written yet)
-    written: int = 0  # how many of ``targets`` are in run_targets
+    unwritten: list[str] = field(default_factory=list)  # targets not yet in run_targets, in order
 
 
 def _convert(doc: Any, where: str, source: str) -> tuple[Measurement, dict]:
@@ -182,11 +182,11 @@ def _write_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, lab_netwo
         plan.created = not store.run_exists(db, plan.run_id)
         if plan.created:
             store.create_run(db, _run_row(plan, source, None, lab_networks), [store.RunTarget(u) for u in plan.targets])
-            plan.written = len(plan.targets)
+            plan.unwritten.clear()
             return
-    if plan.written < len(plan.targets):
-        store.add_run_targets(db, plan.run_id, list(plan.targets)[plan.written:])
-        plan.written = len(plan.targets)
+    if plan.unwritten:
+        store.add_run_targets(db, plan.run_id, plan.unwritten)
+        plan.unwritten.clear()
 
 
 def _finish_run(db: sqlite_utils.Database, plan: _RunPlan, source: str, digest: str, lab_networks: list[str]) -> None:
@@ -238,7 +238,9 @@ def _size(item: tuple[str, RawDocument]) -> int:
 def _add_to_plan(plans: dict[str, _RunPlan], converted: _Converted) -> _RunPlan:
     _, rid, meta, url, started_at, finished_at, time_unknown, _rows = converted
     plan = plans.setdefault(rid, _RunPlan(rid, meta))
-    plan.targets.setdefault(url, None)
+    if url not in plan.targets:
+        plan.targets[url] = None
+        plan.unwritten.append(url)
     plan.started_at = min(filter(None, [plan.started_at, started_at]))
     plan.finished_at = max(filter(None, [plan.finished_at, finished_at, started_at]))
     plan.any_time_unknown |= time_unknown
